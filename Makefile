@@ -1,0 +1,34 @@
+# Two entry points for a fresh machine (only Python needed): `make demo` and `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+PIP_INSTALL := $(BIN)/python -m pip install -q -c constraints-cpu.txt
+
+.PHONY: venv demo test lint typecheck pytest clean
+
+$(STAMP): pyproject.toml constraints-cpu.txt plugins/daefr-example-domain/pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(PIP_INSTALL) torch==2.13.0
+	$(PIP_INSTALL) -e ".[all]" -e plugins/daefr-example-domain
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+demo: $(STAMP)
+	WANDB_MODE=offline $(BIN)/daefr demo --out runs/demo
+
+lint: $(STAMP)
+	$(BIN)/ruff check src tests plugins benchmarks
+
+typecheck: $(STAMP)
+	$(BIN)/mypy
+
+pytest: $(STAMP)
+	WANDB_MODE=offline $(BIN)/python -m pytest -q
+
+test: lint typecheck pytest
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,1 @@
+"""Example daefr plugin package; its components reach daefr only through entry points."""

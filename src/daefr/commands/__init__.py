@@ -1,0 +1,1 @@
+"""Extra ``daefr`` subcommands, one module each (see :mod:`daefr.cli`)."""

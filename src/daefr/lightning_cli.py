@@ -1,0 +1,31 @@
+"""LightningCLI wiring for ``daefr fit|validate|test|predict``."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from lightning.pytorch import LightningDataModule, LightningModule
+from lightning.pytorch.cli import LightningCLI
+
+
+class DaefrCLI(LightningCLI):
+    """LightningCLI with OmegaConf interpolation; stages and data modules chosen by ``class_path``."""
+
+
+def run_lightning(argv: Sequence[str]) -> int:
+    """Run one Lightning subcommand in-process; returns the exit code."""
+    try:
+        DaefrCLI(
+            LightningModule,
+            LightningDataModule,
+            subclass_mode_model=True,
+            subclass_mode_data=True,
+            parser_kwargs={"parser_mode": "omegaconf"},
+            save_config_kwargs={"overwrite": True},
+            auto_configure_optimizers=False,
+            args=list(argv),
+        )
+    except SystemExit as exc:  # --help / --print_config / argument errors exit through argparse
+        code = exc.code
+        return code if isinstance(code, int) else (0 if code is None else 1)
+    return 0
