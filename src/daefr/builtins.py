@@ -12,11 +12,16 @@ BUILTINS: dict[str, dict[str, tuple[str, str]]] = {
     "codebooks": {},
     "associations": {},
     "fusions": {},
-    "predictors": {},
+    "predictors": {
+        "transformer": ("daefr.nn.transformer:CodeTransformer",
+                        "9-layer pre-LN code-prediction transformer (official layout)"),
+    },
     "discriminators": {},
     "degradations": {},
     "datasets": {},
-    "losses": {},
+    "losses": {
+        "lpips": ("daefr.losses.lpips:LPIPS", "LPIPS perceptual distance (VGG16 + linear heads, weights from files)"),
+    },
     "face_detectors": {},
     "upsamplers": {},
 }
