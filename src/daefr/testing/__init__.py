@@ -1,0 +1,1 @@
+"""daefr.testing: helpers for tests and plugin authors (tiny random weights, conformance checks)."""
