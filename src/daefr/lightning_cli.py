@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Sequence
 
 from lightning.pytorch import LightningDataModule, LightningModule
@@ -14,6 +15,9 @@ class DaefrCLI(LightningCLI):
 
 def run_lightning(argv: Sequence[str]) -> int:
     """Run one Lightning subcommand in-process; returns the exit code."""
+    # LightningCLI reads sys.argv itself; passing ``args`` too makes it warn, so swap argv instead.
+    saved_argv = sys.argv
+    sys.argv = ["daefr", *argv]
     try:
         DaefrCLI(
             LightningModule,
@@ -23,9 +27,10 @@ def run_lightning(argv: Sequence[str]) -> int:
             parser_kwargs={"parser_mode": "omegaconf"},
             save_config_kwargs={"overwrite": True},
             auto_configure_optimizers=False,
-            args=list(argv),
         )
     except SystemExit as exc:  # --help / --print_config / argument errors exit through argparse
         code = exc.code
         return code if isinstance(code, int) else (0 if code is None else 1)
+    finally:
+        sys.argv = saved_argv
     return 0

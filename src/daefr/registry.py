@@ -218,10 +218,7 @@ def describe(group: str, name: str) -> str:
     """Human-readable signature, defaults and docstring of ``group/name`` (for ``daefr info``)."""
     entry = REGISTRY.entry(group, name)
     obj = entry.load()
-    try:
-        sig = str(inspect.signature(obj))
-    except (TypeError, ValueError):
-        sig = "(...)"
+    sig = _signature(obj)
     doc = inspect.getdoc(obj) or "(no docstring)"
     lines = [
         f"{group}/{name}",
@@ -240,6 +237,16 @@ def describe(group: str, name: str) -> str:
     lines.append("")
     lines += ["  " + line for line in doc.splitlines()]
     return "\n".join(lines)
+
+
+def _signature(obj: Callable[..., Any]) -> str:
+    """Signature text with string annotations resolved where possible."""
+    for eval_str in (True, False):
+        try:
+            return str(inspect.signature(obj, eval_str=eval_str))
+        except Exception:  # unresolvable annotations: fall back to the raw strings
+            continue
+    return "(...)"
 
 
 def _check_group(group: str) -> str:
