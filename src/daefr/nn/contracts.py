@@ -1,0 +1,96 @@
+"""Contracts of the network component groups (encoders, decoders, codebooks).
+
+A plugin component conforms when it has the attributes and call signature below; the built-ins are
+:class:`daefr.nn.vqgan.Encoder`, :class:`daefr.nn.vqgan.Decoder` and
+:class:`daefr.nn.quantizer.VectorQuantizer`. Images are (B, 3, H, W) in [-1, 1]; latents are
+(B, C, h, w) with ``h = H / downsample_factor``.
+"""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+
+import torch
+from torch import Tensor, nn
+
+__all__ = ["Codebook", "ImageDecoder", "ImageEncoder", "QuantizerOutput", "code_usage_stats"]
+
+
+@runtime_checkable
+class ImageEncoder(Protocol):
+    """Encoder: ``forward(x (B, 3, H, W) in [-1, 1]) -> (B, z_channels, H/f, W/f)``, f = ``downsample_factor``."""
+
+    z_channels: int
+    downsample_factor: int
+
+    def __call__(self, x: Tensor) -> Tensor: ...
+
+
+@runtime_checkable
+class ImageDecoder(Protocol):
+    """Decoder: ``forward(z (B, z_channels, h, w)) -> (B, 3, h*f, w*f)`` (nominally in [-1, 1], unclamped).
+
+    ``last_layer`` is the weight of the final layer, used for the adaptive GAN weight of VQGAN training.
+    """
+
+    z_channels: int
+    upsample_factor: int
+
+    def __call__(self, z: Tensor) -> Tensor: ...
+
+    @property
+    def last_layer(self) -> Tensor: ...
+
+
+@dataclass
+class QuantizerOutput:
+    """Result of a codebook forward pass.
+
+    * ``quant``: (B, C, h, w) quantized latent, straight-through (gradients flow to the input).
+    * ``loss``: 0-d codebook/commitment loss (what the training stage adds with ``codebook_weight``).
+    * ``indices``: (B, h, w) int64 codebook indices.
+    * ``perplexity``: 0-d ``exp(entropy)`` of the code usage in this batch.
+    * ``codes_in_use``: 0-d int64, number of distinct codes used in this batch.
+    """
+
+    quant: Tensor
+    loss: Tensor
+    indices: Tensor
+    perplexity: Tensor
+    codes_in_use: Tensor
+
+
+class Codebook(nn.Module, metaclass=abc.ABCMeta):
+    """Base class of codebooks (group ``codebooks``).
+
+    Subclasses set ``n_embed`` and ``embed_dim`` and implement ``forward(z (B, embed_dim, h, w)) ->
+    QuantizerOutput`` and ``lookup(indices (B, h, w) int64) -> (B, embed_dim, h, w)``. ``codebook``
+    returns the (n_embed, embed_dim) table of code vectors as used for lookup.
+    """
+
+    n_embed: int
+    embed_dim: int
+
+    @abc.abstractmethod
+    def forward(self, z: Tensor) -> QuantizerOutput:
+        """(B, embed_dim, h, w) -> QuantizerOutput."""
+
+    @abc.abstractmethod
+    def lookup(self, indices: Tensor) -> Tensor:
+        """(B, h, w) int64 -> (B, embed_dim, h, w) code vectors."""
+
+    @property
+    @abc.abstractmethod
+    def codebook(self) -> Tensor:
+        """(n_embed, embed_dim) code vectors."""
+
+
+def code_usage_stats(indices: Tensor, n_embed: int) -> tuple[Tensor, Tensor]:
+    """Perplexity ``exp(-sum p log(p + 1e-10))`` (official formula) and number of codes used, from indices."""
+    flat = indices.reshape(-1)
+    counts = torch.bincount(flat, minlength=n_embed).to(torch.float32)
+    probs = counts / flat.numel()
+    perplexity = torch.exp(-torch.sum(probs * torch.log(probs + 1e-10)))
+    return perplexity, (counts > 0).sum()

@@ -1,0 +1,76 @@
+"""Vector quantizer with the official (legacy taming-transformers) numerics.
+
+* nearest code by ``sum(z^2) + sum(e^2) - 2 z.e`` then ``argmin`` (first index on ties);
+* loss ``mean((zq.detach() - z)^2) + beta * mean((zq - z.detach())^2)``: note the legacy ordering,
+  which puts weight 1 on the encoder (commitment) side and ``beta`` on the codebook side, the
+  opposite of the VQ-VAE paper; the forward value is ``(1 + beta) * mse`` either way;
+* straight-through value ``z + (zq - z).detach()`` (differs from the plain code rows by rounding).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from daefr.nn.contracts import Codebook, QuantizerOutput, code_usage_stats
+
+__all__ = ["VectorQuantizer", "nearest_codes"]
+
+
+def nearest_codes(flat: Tensor, codebook: Tensor) -> Tensor:
+    """Index of the nearest code for each row: (N, C), (K, C) -> (N,) int64 (official distance formula)."""
+    distances = (
+        torch.sum(flat**2, dim=1, keepdim=True)
+        + torch.sum(codebook**2, dim=1)
+        - 2 * torch.matmul(flat, codebook.t())
+    )
+    return torch.argmin(distances, dim=1)
+
+
+class VectorQuantizer(Codebook):
+    """Codebook ``vq``: ``n_embed`` learned codes of size ``embed_dim``; key ``embedding.weight``.
+
+    ``forward(z (B, embed_dim, h, w)) -> QuantizerOutput``; ``beta`` weights the codebook-side term
+    (legacy ordering, see module doc). Codes start uniform in ``[-1/n_embed, 1/n_embed]``.
+    """
+
+    def __init__(self, n_embed: int = 1024, embed_dim: int = 256, beta: float = 0.25) -> None:
+        super().__init__()
+        if n_embed < 1 or embed_dim < 1:
+            raise ValueError(f"VectorQuantizer needs n_embed >= 1 and embed_dim >= 1, got {n_embed}, {embed_dim}")
+        self.n_embed = n_embed
+        self.embed_dim = embed_dim
+        self.beta = beta
+        self.embedding = nn.Embedding(n_embed, embed_dim)
+        nn.init.uniform_(self.embedding.weight, -1.0 / n_embed, 1.0 / n_embed)
+
+    @property
+    def codebook(self) -> Tensor:
+        """(n_embed, embed_dim) code vectors."""
+        return self.embedding.weight
+
+    def forward(self, z: Tensor) -> QuantizerOutput:
+        """(B, embed_dim, h, w) -> QuantizerOutput (quant straight-through, indices (B, h, w))."""
+        if z.ndim != 4 or z.shape[1] != self.embed_dim:
+            raise ValueError(f"VectorQuantizer expects (B, {self.embed_dim}, h, w), got {tuple(z.shape)}")
+        b, _, h, w = z.shape
+        z_last = z.permute(0, 2, 3, 1).contiguous()  # (B, h, w, C)
+        flat = z_last.view(-1, self.embed_dim)
+        indices = nearest_codes(flat, self.embedding.weight)
+        zq = self.embedding(indices).view(z_last.shape)
+        loss = torch.mean((zq.detach() - z_last) ** 2) + self.beta * torch.mean((zq - z_last.detach()) ** 2)
+        zq = z_last + (zq - z_last).detach()
+        perplexity, in_use = code_usage_stats(indices, self.n_embed)
+        return QuantizerOutput(
+            quant=zq.permute(0, 3, 1, 2).contiguous(),
+            loss=loss,
+            indices=indices.view(b, h, w),
+            perplexity=perplexity,
+            codes_in_use=in_use,
+        )
+
+    def lookup(self, indices: Tensor) -> Tensor:
+        """(B, h, w) int64 -> (B, embed_dim, h, w) code vectors."""
+        if indices.ndim != 3:
+            raise ValueError(f"lookup expects indices of shape (B, h, w), got {tuple(indices.shape)}")
+        return self.embedding(indices).permute(0, 3, 1, 2).contiguous()
