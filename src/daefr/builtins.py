@@ -7,20 +7,33 @@ source checkout without reinstalling. Plugins add entries through the `daefr.<gr
 from __future__ import annotations
 
 BUILTINS: dict[str, dict[str, tuple[str, str]]] = {
-    "encoders": {},
-    "decoders": {},
-    "codebooks": {},
-    "associations": {},
+    "encoders": {
+        "vqgan": ("daefr.nn.vqgan:Encoder", "VQGAN encoder (official DAEFR layout and numerics)"),
+    },
+    "decoders": {
+        "vqgan": ("daefr.nn.vqgan:Decoder", "VQGAN decoder (official DAEFR layout and numerics)"),
+    },
+    "codebooks": {
+        "vq": ("daefr.nn.quantizer:VectorQuantizer", "vector quantizer, legacy loss ordering, straight-through (official)"),
+        "cosine": ("daefr.nn.codebooks:CosineCodebook", "l2-normalised (cosine-similarity) codebook"),
+        "ema": ("daefr.nn.codebooks:EMACodebook", "EMA-updated codebook with dead-code restart"),
+    },
+    "associations": {
+        "patch_clip": ("daefr.losses.association:PatchCLIPLoss", "symmetric patch-level CLIP loss between HQ and LQ features (official)"),
+    },
     "fusions": {},
     "predictors": {
         "transformer": ("daefr.nn.transformer:CodeTransformer",
                         "9-layer pre-LN code-prediction transformer (official layout)"),
     },
-    "discriminators": {},
+    "discriminators": {
+        "patchgan": ("daefr.nn.patchgan:PatchGANDiscriminator", "PatchGAN discriminator with BatchNorm (official layout)"),
+    },
     "degradations": {},
     "datasets": {},
     "losses": {
         "lpips": ("daefr.losses.lpips:LPIPS", "LPIPS perceptual distance (VGG16 + linear heads, weights from files)"),
+        "vqgan": ("daefr.losses.vqgan_loss:VQGANLoss", "L1 + LPIPS + adaptive hinge PatchGAN + VQ loss (codebook stages)"),
     },
     "face_detectors": {},
     "upsamplers": {},
