@@ -21,7 +21,10 @@ BUILTINS: dict[str, dict[str, tuple[str, str]]] = {
     "associations": {
         "patch_clip": ("daefr.losses.association:PatchCLIPLoss", "symmetric patch-level CLIP loss between HQ and LQ features (official)"),
     },
-    "fusions": {},
+    "fusions": {
+        "cross_attention": ("daefr.nn.fusion:CrossAttentionFusion",
+                            "multi-head cross-attention, LQ queries HQ keys/values, residual on HQ (official)"),
+    },
     "predictors": {
         "transformer": ("daefr.nn.transformer:CodeTransformer",
                         "9-layer pre-LN code-prediction transformer (official layout)"),
@@ -35,6 +38,14 @@ BUILTINS: dict[str, dict[str, tuple[str, str]]] = {
         "lpips": ("daefr.losses.lpips:LPIPS", "LPIPS perceptual distance (VGG16 + linear heads, weights from files)"),
         "vqgan": ("daefr.losses.vqgan_loss:VQGANLoss", "L1 + LPIPS + adaptive hinge PatchGAN + VQ loss (codebook stages)"),
     },
-    "face_detectors": {},
-    "upsamplers": {},
+    "face_detectors": {
+        "dlib_hog": ("daefr.inference.detection:DlibHogDetector",
+                     "dlib HOG detector + dlib 68/5-point landmarks (CPU, offline, daefr[faces])"),
+        "dlib_cnn": ("daefr.inference.detection:DlibCnnDetector",
+                     "dlib CNN (MMOD) detector + dlib landmarks; slow on CPU (daefr[faces])"),
+    },
+    "upsamplers": {
+        "bicubic": ("daefr.inference.paste:BicubicUpsampler", "plain bicubic background resize (OpenCV)"),
+        "lanczos": ("daefr.inference.paste:LanczosUpsampler", "plain Lanczos background resize (OpenCV)"),
+    },
 }

@@ -15,7 +15,15 @@ from typing import Protocol, runtime_checkable
 import torch
 from torch import Tensor, nn
 
-__all__ = ["Codebook", "ImageDecoder", "ImageEncoder", "QuantizerOutput", "code_usage_stats"]
+__all__ = [
+    "CodePredictor",
+    "Codebook",
+    "Fusion",
+    "ImageDecoder",
+    "ImageEncoder",
+    "QuantizerOutput",
+    "code_usage_stats",
+]
 
 
 @runtime_checkable
@@ -94,3 +102,30 @@ def code_usage_stats(indices: Tensor, n_embed: int) -> tuple[Tensor, Tensor]:
     probs = counts / flat.numel()
     perplexity = torch.exp(-torch.sum(probs * torch.log(probs + 1e-10)))
     return perplexity, (counts > 0).sum()
+
+
+@runtime_checkable
+class Fusion(Protocol):
+    """Fusion (group ``fusions``): ``forward(lq_feat, hq_feat)``, both (B, C, h, w) -> fused (B, C, h, w).
+
+    ``lq_feat`` comes from the LQ encoder + quant_conv, ``hq_feat`` from the HQ encoder + quant_conv
+    applied to the same LQ image; the official fusion queries with ``lq_feat`` and keeps ``hq_feat``
+    as key/value and residual. Built-in: :class:`daefr.nn.fusion.CrossAttentionFusion`.
+    """
+
+    def __call__(self, lq_feat: Tensor, hq_feat: Tensor) -> Tensor: ...
+
+
+@runtime_checkable
+class CodePredictor(Protocol):
+    """Predictor (group ``predictors``): ``forward(feat (B, C, h, w)) -> logits (B, h*w, n_embed)``.
+
+    Tokens are in raster order (row-major over h, w); ``n_tokens`` is the h*w the predictor accepts
+    (a learned position embedding fixes it), ``n_embed`` the size of the HQ codebook it predicts into.
+    Built-in: :class:`daefr.nn.transformer.CodeTransformer`.
+    """
+
+    n_embed: int
+    n_tokens: int
+
+    def __call__(self, feat: Tensor) -> Tensor: ...

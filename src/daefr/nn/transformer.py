@@ -78,12 +78,13 @@ class CodeTransformer(nn.Module):
     @property
     def fused(self) -> bool:
         """Whether the layers use fused attention (``scaled_dot_product_attention``)."""
-        return all(layer.fused for layer in self.ft_layers)
+        return all(bool(getattr(layer, "fused", False)) for layer in self.ft_layers)
 
     def set_fused(self, fused: bool) -> None:
         """Switch every layer between the parity path (False) and fused attention (True)."""
         for layer in self.ft_layers:
-            layer.fused = bool(fused)
+            if isinstance(layer, TransformerSALayer):
+                layer.fused = bool(fused)
 
     def forward(self, feat: Tensor) -> Tensor:
         """``feat`` (B, C, H, W) with H*W == n_tokens -> logits (B, H*W, n_embed), tokens in raster order."""
