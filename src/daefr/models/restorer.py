@@ -1,0 +1,259 @@
+"""DAEFR restorer: the inference graph of the final stage, as a pure ``nn.Module``.
+
+LQ image -> LQ encoder + quant_conv (``lq_feat``) and HQ encoder + quant_conv (``hq_feat``) ->
+fusion -> code predictor (logits over the HQ codebook) -> top-1 codes -> HQ codebook lookup ->
+post_quant_conv -> HQ decoder. Images are (B, 3, H, W) in [-1, 1].
+
+Submodules (our state-dict prefixes; official key of the final-stage checkpoint in brackets):
+``lq_encoder`` [vqvae.encoder], ``lq_quant_conv`` [vqvae.quant_conv], ``hq_encoder`` [vqvae.HQ_encoder],
+``hq_quant_conv`` [vqvae.HQ_quant_conv], ``fusion`` [cross_attention -> fusion.attn],
+``predictor`` [position_emb, feat_emb, ft_layers, idx_pred_layer], ``codebook`` [vqvae.Fixed_quantize],
+``post_quant_conv`` [vqvae.post_quant_conv], ``decoder`` [vqvae.decoder].
+
+Default numerics are the official ones (parity); ``fast=True`` switches on fused attention everywhere,
+argmax instead of softmax+topk, and decodes the code rows directly (no straight-through sum).
+"""
+
+from __future__ import annotations
+
+import copy
+import inspect
+import json
+import math
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, cast
+
+import torch
+from torch import Tensor, nn
+
+from daefr.errors import ConfigError
+from daefr.models.presets import VQGAN_PRESETS
+from daefr.models.vqgan import ComponentSpec
+from daefr.nn.contracts import Codebook
+from daefr.nn.vqgan import set_fused_attention
+from daefr.registry import REGISTRY, import_object
+
+__all__ = ["FORMAT_NAME", "FORMAT_VERSION", "RESTORER_PRESETS", "DAEFRRestorer", "build_component", "restorer_arch"]
+
+#: Settings the official ``DAEFRModel`` class fixes (not in its ddconfig); named for our builders.
+_FIXED_BY_CLASS: dict[str, Any] = {"fusion_heads": 8, "n_layers": 9, "n_head": 8, "dim_mlp": 1024,
+                                   "transformer_dim": 512}
+
+#: Restorer architectures by name: ``full`` (alias ``official``) = released DAEFR_model, ``tiny`` = parity fixture.
+RESTORER_PRESETS: dict[str, dict[str, Any]] = {
+    "full": {**VQGAN_PRESETS["official"], **_FIXED_BY_CLASS},
+    "tiny": {**VQGAN_PRESETS["daefr_tiny"], **_FIXED_BY_CLASS},
+}
+_ALIASES = {"official": "full", "daefr_tiny": "tiny"}
+_ARCH_KEYS = frozenset(
+    {"ch", "ch_mult", "num_res_blocks", "resolution", "attn_resolutions", "z_channels", "embed_dim", "n_embed",
+     "dropout", "enable_mid", "head_size", "in_channels", "out_ch", "beta", *_FIXED_BY_CLASS,
+     "lq_encoder", "hq_encoder", "fusion", "predictor", "codebook", "decoder"}
+)
+# Official ddconfig training flags that do not change the graph (accepted so a ddconfig can be passed as is).
+_IGNORED_OFFICIAL = ("fix_decoder", "fix_codebook", "fix_encoder")
+#: Safetensors metadata written by :meth:`DAEFRRestorer.save` (``arch`` holds the JSON architecture).
+FORMAT_NAME = "daefr.restorer"
+FORMAT_VERSION = "1"
+
+
+def restorer_arch(arch: str | Mapping[str, Any] | None = None, **overrides: Any) -> dict[str, Any]:
+    """A complete, JSON-able architecture dict: a preset name (default ``full``) or dict, plus overrides.
+
+    Keys are the official ddconfig names (``ch``, ``ch_mult``, ``num_res_blocks``, ``resolution``,
+    ``attn_resolutions``, ``z_channels``, ``embed_dim``, ``n_embed``, ``dropout``, ``enable_mid``,
+    ``head_size``, ...), the class-fixed settings (``fusion_heads``, ``n_layers``, ``n_head``, ``dim_mlp``,
+    ``transformer_dim``) and optional registry specs replacing a component (``lq_encoder``, ``hq_encoder``,
+    ``fusion``, ``predictor``, ``codebook``, ``decoder``). Unknown keys raise :class:`ConfigError`.
+    """
+    if arch is None or isinstance(arch, str):
+        name = _ALIASES.get(arch or "full", arch or "full")
+        if name not in RESTORER_PRESETS:
+            raise ConfigError(f"unknown restorer architecture {arch!r}; use one of full, official, tiny or a dict")
+        base = copy.deepcopy(RESTORER_PRESETS[name])
+    else:
+        base = {**copy.deepcopy(RESTORER_PRESETS["full"]), **copy.deepcopy(dict(arch))}
+    base.update(copy.deepcopy(overrides))
+    if base.pop("double_z", False):
+        raise ConfigError("double_z=True is not supported by the DAEFR restorer (the official model uses false)")
+    for key in _IGNORED_OFFICIAL:
+        base.pop(key, None)
+    unknown = sorted(set(base) - _ARCH_KEYS)
+    if unknown:
+        raise ConfigError(f"unknown restorer architecture keys {unknown}; accepted: {', '.join(sorted(_ARCH_KEYS))}")
+    for key in ("ch_mult", "attn_resolutions"):
+        base[key] = [int(v) for v in base[key]]
+    return base
+
+
+def build_component(group: str, value: nn.Module | ComponentSpec, **defaults: Any) -> nn.Module:
+    """Build ``value`` (a module or registry spec); ``defaults`` the component does not accept are dropped."""
+    if isinstance(value, nn.Module):
+        return value
+    if isinstance(value, str):
+        factory = REGISTRY.get(group, value)
+    elif "class_path" in value:
+        factory = import_object(str(value["class_path"]))
+    else:
+        factory = REGISTRY.get(group, str(value.get("name")))
+    try:
+        params = inspect.signature(factory).parameters
+    except (TypeError, ValueError):
+        params = None  # type: ignore[assignment]
+    if params is not None and not any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        # a plugin component need not take every official layout keyword
+        defaults = {k: v for k, v in defaults.items() if k in params}
+    return cast(nn.Module, REGISTRY.build(group, value, **defaults))
+
+
+class DAEFRRestorer(nn.Module):
+    """DAEFR inference graph: ``forward(lq (B, 3, H, W) in [-1, 1])`` -> restored (B, 3, H, W).
+
+    Build it with :meth:`from_config` (official keywords, presets ``full``/``tiny``) or from modules.
+    The input's latent grid must have ``predictor.n_tokens`` positions (16x16 for the released model,
+    i.e. 512x512 inputs); anything else raises ``ValueError`` naming the expected size.
+    """
+
+    def __init__(self, lq_encoder: nn.Module, hq_encoder: nn.Module, fusion: nn.Module, predictor: nn.Module,
+                 codebook: nn.Module, decoder: nn.Module, *, fast: bool = False,
+                 arch: Mapping[str, Any] | None = None) -> None:
+        super().__init__()
+        self.lq_encoder = lq_encoder
+        self.hq_encoder = hq_encoder
+        self.codebook = cast(Codebook, codebook)
+        embed_dim = int(self.codebook.embed_dim)
+        self.lq_quant_conv = nn.Conv2d(int(getattr(lq_encoder, "z_channels")), embed_dim, 1)  # noqa: B009
+        self.hq_quant_conv = nn.Conv2d(int(getattr(hq_encoder, "z_channels")), embed_dim, 1)  # noqa: B009
+        self.fusion = fusion
+        self.predictor = predictor
+        self.post_quant_conv = nn.Conv2d(embed_dim, int(getattr(decoder, "z_channels", embed_dim)), 1)
+        self.decoder = decoder
+        self.downsample_factor = int(getattr(lq_encoder, "downsample_factor"))  # noqa: B009
+        self.n_tokens = int(getattr(predictor, "n_tokens"))  # noqa: B009
+        self.n_embed = int(self.codebook.n_embed)
+        #: JSON-able architecture (set by :meth:`from_config`); :meth:`save` stores it in the file.
+        self.arch: dict[str, Any] | None = copy.deepcopy(dict(arch)) if arch is not None else None
+        self.fast = False
+        self.set_fast(fast)
+
+    # ----- construction ----------------------------------------------------------------------
+    @classmethod
+    def from_config(cls, arch: str | Mapping[str, Any] | None = None, *, fast: bool = False,
+                    **overrides: Any) -> DAEFRRestorer:
+        """Build from a preset name (``full`` = released model, ``tiny``) or official-style keywords."""
+        cfg = restorer_arch(arch, **overrides)
+        f = 2 ** (len(cfg["ch_mult"]) - 1)
+        if cfg["resolution"] % f:
+            raise ConfigError(f"resolution {cfg['resolution']} is not divisible by the downsampling factor {f}")
+        grid = cfg["resolution"] // f
+        layout: dict[str, Any] = {k: cfg[k] for k in ("ch", "ch_mult", "num_res_blocks", "resolution", "attn_resolutions",
+                                      "z_channels", "dropout", "enable_mid", "head_size") if k in cfg}
+        enc_defaults: dict[str, Any] = {**layout, "in_channels": cfg.get("in_channels", 3)}
+        dec_defaults: dict[str, Any] = {**layout, "out_ch": cfg.get("out_ch", 3)}
+        return cls(
+            lq_encoder=build_component("encoders", cfg.get("lq_encoder", "vqgan"), **enc_defaults),
+            hq_encoder=build_component("encoders", cfg.get("hq_encoder", "vqgan"), **enc_defaults),
+            fusion=build_component("fusions", cfg.get("fusion", "cross_attention"),
+                              channels=cfg["embed_dim"], head_size=cfg["fusion_heads"]),
+            predictor=build_component("predictors", cfg.get("predictor", "transformer"),
+                                 in_channels=cfg["embed_dim"], n_embed=cfg["n_embed"], n_tokens=grid * grid,
+                                 embed_dim=cfg["transformer_dim"], n_layers=cfg["n_layers"],
+                                 n_head=cfg["n_head"], dim_mlp=cfg["dim_mlp"], dropout=cfg["dropout"]),
+            codebook=build_component("codebooks", cfg.get("codebook", "vq"), n_embed=cfg["n_embed"],
+                                embed_dim=cfg["embed_dim"], **({"beta": cfg["beta"]} if "beta" in cfg else {})),
+            decoder=build_component("decoders", cfg.get("decoder", "vqgan"), **dec_defaults),
+            fast=fast,
+            arch=cfg,
+        )
+
+    # ----- options ---------------------------------------------------------------------------
+    def set_fast(self, fast: bool) -> None:
+        """Fast path on (fused attention everywhere, argmax, direct decoding) or off (official numerics)."""
+        self.fast = bool(fast)
+        set_fused_attention(self, self.fast)  # encoders, decoder and the fusion's attention block
+        for module in self.modules():
+            setter = getattr(module, "set_fused", None)
+            if callable(setter) and module is not self:
+                setter(self.fast)
+
+    @property
+    def grid(self) -> int | None:
+        """Side of the square latent grid (``sqrt(n_tokens)``), or None when n_tokens is not a square."""
+        side = math.isqrt(self.n_tokens)
+        return side if side * side == self.n_tokens else None
+
+    @property
+    def input_size(self) -> int | None:
+        """Side of the square input the model expects (512 for the released model), or None."""
+        return None if self.grid is None else self.grid * self.downsample_factor
+
+    def check_input(self, lq: Tensor) -> None:
+        """Raise ``ValueError`` unless ``lq`` is (B, 3, H, W) float with a latent of ``n_tokens`` positions."""
+        if not isinstance(lq, Tensor) or lq.dim() != 4 or not lq.is_floating_point():
+            raise ValueError(f"expected a float tensor (B, 3, H, W) in [-1, 1], got {getattr(lq, 'shape', type(lq))}")
+        f = self.downsample_factor
+        h, w = lq.shape[-2:]
+        if h % f or w % f or (h // f) * (w // f) != self.n_tokens:
+            want = f"{self.input_size}x{self.input_size}" if self.input_size else f"H*W = {self.n_tokens * f * f}"
+            raise ValueError(
+                f"input of {h}x{w} pixels does not fit this restorer: it needs {want} (a latent of "
+                f"{self.n_tokens} positions at 1/{f} scale); resize or align the face first"
+            )
+
+    # ----- graph -----------------------------------------------------------------------------
+    def encode(self, lq: Tensor) -> tuple[Tensor, Tensor]:
+        """(B, 3, H, W) -> (lq_feat, hq_feat), each (B, embed_dim, h, w) after its quant_conv."""
+        lq_feat = self.lq_quant_conv(self.lq_encoder(lq))
+        hq_feat = self.hq_quant_conv(self.hq_encoder(lq))
+        return lq_feat, hq_feat
+
+    def top1(self, logits: Tensor) -> Tensor:
+        """(B, T, n_embed) -> (B, T) int64; official ``topk(softmax(logits), 1)`` unless fast (argmax)."""
+        if self.fast:
+            return logits.argmax(dim=-1)
+        return torch.topk(torch.softmax(logits, dim=2), 1, dim=2)[1].squeeze(-1)
+
+    def decode_indices(self, indices: Tensor, grid: tuple[int, int], fused: Tensor | None = None) -> Tensor:
+        """(B, T) codes on an (h, w) grid -> image (B, 3, H, W); ``fused`` gives the official straight-through sum."""
+        quant = self.codebook.lookup(indices.reshape(indices.shape[0], *grid))
+        if fused is not None and not self.fast:
+            quant = fused + (quant - fused).detach()  # official decoder input (differs from quant by ~1e-7)
+        return cast(Tensor, self.decoder(self.post_quant_conv(quant)))
+
+    def forward(self, lq: Tensor, return_details: bool = False) -> Any:
+        """(B, 3, H, W) in [-1, 1] -> restored (B, 3, H, W) (unclamped), or a dict with ``return_details``.
+
+        The dict has ``restored``, ``logits`` (B, T, n_embed), ``indices`` (B, T) int64, ``lq_feat``,
+        ``hq_feat``, ``fused`` (B, embed_dim, h, w); T = h*w in raster order.
+        """
+        self.check_input(lq)
+        lq_feat, hq_feat = self.encode(lq)
+        fused = cast(Tensor, self.fusion(lq_feat, hq_feat))
+        logits = cast(Tensor, self.predictor(fused))
+        indices = self.top1(logits)
+        restored = self.decode_indices(indices, (fused.shape[2], fused.shape[3]), fused)
+        if not return_details:
+            return restored
+        return {"restored": restored, "logits": logits, "indices": indices, "lq_feat": lq_feat,
+                "hq_feat": hq_feat, "fused": fused}
+
+    # ----- files -----------------------------------------------------------------------------
+    def save(self, path: str | Path, *, overwrite: bool = True) -> Path:
+        """Write the weights to a safetensors file (atomically) with the architecture in its metadata.
+
+        Metadata: ``format`` = ``daefr.restorer``, ``format_version``, ``daefr_version``, ``arch`` (JSON
+        of :attr:`arch`). Read it back with ``daefr.load_restorer(path)``.
+        """
+        if self.arch is None:
+            raise ConfigError(
+                "this restorer was assembled from modules and has no architecture record; build it with "
+                "DAEFRRestorer.from_config(...) (or set .arch to its from_config keywords) before saving"
+            )
+        from daefr import __version__
+        from daefr.utils.io import atomic_save_safetensors
+
+        tensors = {k: v.detach().to("cpu").contiguous() for k, v in self.state_dict().items()}
+        metadata = {"format": FORMAT_NAME, "format_version": FORMAT_VERSION, "daefr_version": __version__,
+                    "arch": json.dumps(self.arch, sort_keys=True)}
+        return atomic_save_safetensors(tensors, path, metadata=metadata, overwrite=overwrite)
