@@ -24,7 +24,6 @@ file, never a traceback from inside zip/pickle code.
 from __future__ import annotations
 
 import pickle
-import re
 import threading
 import zipfile
 from collections.abc import Mapping
@@ -34,6 +33,7 @@ from typing import Any
 import torch
 
 from daefr.errors import CheckpointError
+from daefr.utils.reasons import one_line_reason, refused_pickle_global
 
 __all__ = [
     "LIGHTNING_PREFIXES",
@@ -51,12 +51,6 @@ _STANDINS: dict[str, type[LightningStandIn]] = {}
 _STANDIN_LOCK = threading.Lock()
 # torch's safe-globals list is process-global state, so concurrent loads must not interleave.
 _LOAD_LOCK = threading.Lock()
-
-_REFUSED_PATTERNS = (
-    re.compile(r"Unsupported global: GLOBAL (\S+) was not an allowed global"),
-    re.compile(r"Trying to load unsupported GLOBAL (\S+) whose module"),
-)
-
 
 class LightningStandIn:
     """Inert placeholder for a Lightning class (or an instance of one) found in a checkpoint.
@@ -99,23 +93,6 @@ def standin_for(qualified_name: str) -> type[LightningStandIn]:
             made: Any = _StandInMeta(short, (LightningStandIn,), {"standin_name": qualified_name})
             cls = _STANDINS[qualified_name] = made
         return cls
-
-
-def _refused_global(message: str) -> str | None:
-    for pattern in _REFUSED_PATTERNS:
-        match = pattern.search(message)
-        if match:
-            return match.group(1).rstrip(".")
-    return None
-
-
-def _first_line(exc: BaseException) -> str:
-    """The most specific single line of an exception message (torch puts the reason after a header)."""
-    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-    for i, line in enumerate(lines):
-        if line.endswith("WeightsUnpickler error:") and i + 1 < len(lines):
-            return lines[i + 1]
-    return f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__
 
 
 def _check_file(path: Path) -> None:
@@ -185,7 +162,7 @@ def read_official_file(path: str | Path) -> Any:
             with _LOAD_LOCK, torch.serialization.safe_globals(allowed):
                 return torch.load(path, map_location="cpu", weights_only=True)
         except pickle.UnpicklingError as exc:
-            refused_name = _refused_global(str(exc))
+            refused_name = refused_pickle_global(exc)
             if (
                 refused_name is not None
                 and refused_name.startswith(LIGHTNING_PREFIXES)
@@ -197,11 +174,11 @@ def read_official_file(path: str | Path) -> Any:
                 raise _refuse(path, [refused_name]) from None
             raise CheckpointError(
                 f"{path}: refused to load: the pickle does something the safe reader does not allow "
-                f"({_first_line(exc)})"
+                f"({one_line_reason(exc)})"
             ) from None
         except Exception as exc:  # zip/pickle internals: report one line, never their traceback
             raise CheckpointError(
-                f"{path}: not a readable PyTorch checkpoint (truncated or corrupt?): {_first_line(exc)}"
+                f"{path}: not a readable PyTorch checkpoint (truncated or corrupt?): {one_line_reason(exc)}"
             ) from None
     raise CheckpointError(f"{path}: refused to load: too many distinct Lightning globals (> {_MAX_RETRIES})")
 
@@ -231,7 +208,7 @@ def read_official_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
         try:
             return dict(load_file(str(path), device="cpu"))
         except Exception as exc:
-            raise CheckpointError(f"{path}: corrupt safetensors file: {_first_line(exc)}") from None
+            raise CheckpointError(f"{path}: corrupt safetensors file: {one_line_reason(exc)}") from None
     obj = read_official_file(path)
     if not isinstance(obj, Mapping):
         raise CheckpointError(f"{path}: holds a {type(obj).__name__}, not a checkpoint dict or state dict")

@@ -1,0 +1,167 @@
+"""Atomic file output: write to a temporary file in the target's folder, then ``os.replace`` it.
+
+A reader (or a crash) therefore sees either the old file or the complete new one, never a partial
+file; on any error the temporary file is removed. ``overwrite=False`` refuses to replace an existing
+file, and that check is atomic too (``os.link`` of the finished temporary file, which fails if the
+name exists). Temporary files are named ``.<name>.<random>.tmp``: hidden, and not matched by ``*.png``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import IO, Any
+
+__all__ = [
+    "atomic_open",
+    "atomic_path",
+    "atomic_save_safetensors",
+    "atomic_torch_save",
+    "atomic_write_bytes",
+    "atomic_write_text",
+    "unique_path",
+]
+
+PathLike = str | os.PathLike[str]
+
+
+def _umask() -> int:
+    # os.umask can only be read by setting it; restore at once (single call, no I/O in between).
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _fsync_dir(folder: Path) -> None:
+    with contextlib.suppress(OSError):  # not supported on every platform/filesystem
+        fd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def _publish(tmp: Path, target: Path, overwrite: bool) -> None:
+    """Move the finished temporary file to ``target`` (atomically), honouring ``overwrite``."""
+    os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give outputs normal permissions
+    if overwrite:
+        os.replace(tmp, target)
+    else:
+        try:
+            os.link(tmp, target)  # fails with FileExistsError if target exists: no clobbering
+        except FileExistsError:
+            raise FileExistsError(f"{target}: already exists and overwrite=False") from None
+        except OSError:  # filesystem without hard links: best effort
+            if target.exists():
+                raise FileExistsError(f"{target}: already exists and overwrite=False") from None
+            os.replace(tmp, target)
+        else:
+            os.unlink(tmp)
+    _fsync_dir(target.parent)
+
+
+@contextlib.contextmanager
+def atomic_path(path: PathLike, *, overwrite: bool = True, suffix: str = ".tmp") -> Iterator[Path]:
+    """Yield a temporary path beside ``path`` to write to (by any writer); publish it on success.
+
+    The temporary file is ``.<name>.<random><suffix>``; writers that pick the format from the extension
+    (``cv2.imwrite``) can pass e.g. ``suffix=".tmp.png"``. On error the temporary file is removed and
+    ``path`` is untouched.
+    """
+    target = Path(path)
+    if not overwrite and os.path.lexists(target):
+        raise FileExistsError(f"{target}: already exists and overwrite=False")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=suffix)
+    os.close(fd)
+    tmp = Path(name)
+    try:
+        yield tmp
+        _publish(tmp, target, overwrite)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+
+
+@contextlib.contextmanager
+def atomic_open(
+    path: PathLike,
+    mode: str = "wb",
+    *,
+    encoding: str | None = None,
+    overwrite: bool = True,
+    fsync: bool = True,
+) -> Iterator[IO[Any]]:
+    """Open a temporary file beside ``path`` for writing; on clean exit fsync it and rename it to ``path``."""
+    if mode not in ("w", "wb", "wt", "x", "xb", "xt"):
+        raise ValueError(f"atomic_open supports write modes only ('w', 'wb', 'x', ...), got {mode!r}")
+    if mode.startswith("x"):  # exclusive creation == do not overwrite
+        overwrite = False
+        mode = "w" + mode[1:]
+    if "b" not in mode and encoding is None:
+        encoding = "utf-8"
+    with atomic_path(path, overwrite=overwrite) as tmp:
+        with open(tmp, mode, encoding=encoding) as handle:
+            yield handle
+            handle.flush()
+            if fsync:
+                os.fsync(handle.fileno())
+
+
+def atomic_write_bytes(path: PathLike, data: bytes, *, overwrite: bool = True) -> Path:
+    """Write ``data`` to ``path`` atomically; returns ``Path(path)``."""
+    with atomic_open(path, "wb", overwrite=overwrite) as handle:
+        handle.write(data)
+    return Path(path)
+
+
+def atomic_write_text(path: PathLike, text: str, *, encoding: str = "utf-8", overwrite: bool = True) -> Path:
+    """Write ``text`` to ``path`` atomically; returns ``Path(path)``."""
+    with atomic_open(path, "w", encoding=encoding, overwrite=overwrite) as handle:
+        handle.write(text)
+    return Path(path)
+
+
+def atomic_torch_save(obj: Any, path: PathLike, *, overwrite: bool = True) -> Path:
+    """``torch.save(obj)`` to ``path`` atomically (zip format); returns ``Path(path)``."""
+    import torch
+
+    with atomic_open(path, "wb", overwrite=overwrite) as handle:
+        torch.save(obj, handle)
+    return Path(path)
+
+
+def atomic_save_safetensors(
+    tensors: Mapping[str, Any], path: PathLike, *, metadata: Mapping[str, str] | None = None, overwrite: bool = True
+) -> Path:
+    """Write a safetensors file atomically (``safetensors.torch.save_file``); returns ``Path(path)``."""
+    from safetensors.torch import save_file
+
+    with atomic_path(path, overwrite=overwrite) as tmp:
+        save_file(dict(tensors), str(tmp), metadata=dict(metadata) if metadata is not None else None)
+        with open(tmp, "rb+") as handle:
+            os.fsync(handle.fileno())
+    return Path(path)
+
+
+def unique_path(path: PathLike) -> Path:
+    """``path`` if nothing exists there, else the first free ``stem_1.ext``, ``stem_2.ext``, ...
+
+    Used so outputs never overwrite existing files. The name is free when returned; pair it with
+    ``atomic_*(..., overwrite=False)`` to make the final publish fail rather than clobber if another
+    writer takes the name in between.
+    """
+    target = Path(path)
+    if not os.path.lexists(target):
+        return target
+    suffix = "".join(target.suffixes[-1:])
+    stem = target.name[: len(target.name) - len(suffix)] if suffix else target.name
+    index = 1
+    while True:
+        candidate = target.with_name(f"{stem}_{index}{suffix}")
+        if not os.path.lexists(candidate):
+            return candidate
+        index += 1
