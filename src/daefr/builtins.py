@@ -32,8 +32,18 @@ BUILTINS: dict[str, dict[str, tuple[str, str]]] = {
     "discriminators": {
         "patchgan": ("daefr.nn.patchgan:PatchGANDiscriminator", "PatchGAN discriminator with BatchNorm (official layout)"),
     },
-    "degradations": {},
-    "datasets": {},
+    "degradations": {
+        "degradation": ("daefr.data.degradation:Degradation", "batched blur/downscale/noise/JPEG degradation configured by ranges"),
+        "daefr_small": ("daefr.data.degradation:daefr_small", "DAEFR stages 1-2: sigma 0.1-10, scale 0.8-8, noise 0-20, JPEG 60-100"),
+        "daefr_large": ("daefr.data.degradation:daefr_large", "DAEFR stage 3: sigma 0.1-15, scale 0.8-30, noise 0-20, JPEG 30-100"),
+        "codeformer": ("daefr.data.degradation:codeformer", "CodeFormer stage 2/3: sigma 1-15, scale 4-30, noise 0-20, JPEG 30-80"),
+        "gfpgan": ("daefr.data.degradation:gfpgan", "GFPGAN v1: sigma 0.1-10, scale 0.8-8, noise 0-20, JPEG 60-100, colour jitter, gray"),
+    },
+    "datasets": {
+        "folder": ("daefr.data.sources:FolderSource", "folder of face images (recursive), HQ only"),
+        "paired_folder": ("daefr.data.sources:PairedFolderSource", "test set with lq/ and gt/ sub-folders"),
+        "shards": ("daefr.data.sources:ShardSource", "WebDataset tar shards: paths, {a..b} patterns, pipe:, fsspec URLs"),
+    },
     "losses": {
         "lpips": ("daefr.losses.lpips:LPIPS", "LPIPS perceptual distance (VGG16 + linear heads, weights from files)"),
         "vqgan": ("daefr.losses.vqgan_loss:VQGANLoss", "L1 + LPIPS + adaptive hinge PatchGAN + VQ loss (codebook stages)"),
