@@ -1,0 +1,189 @@
+"""Loading and saving the DAEFR restorer: official final-stage checkpoints and our safetensors files.
+
+Public API (names kept stable for other tools):
+
+* :func:`restorer_from_official` -- official-layout final-stage state dict -> :class:`DAEFRRestorer`;
+* :func:`load_restorer` (also ``daefr.load_restorer``) -- our safetensors export or an official
+  ``DAEFR_model.ckpt`` -> restorer in eval mode;
+* :func:`save_restorer` -- same as ``DAEFRRestorer.save``;
+* :func:`infer_official_arch` -- architecture keywords read off an official state dict's shapes.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from daefr.errors import CheckpointError, ConfigError, WeightsNotFoundError
+from daefr.interop.keymap_daefr import is_daefr_final_state_dict, load_official_into_restorer
+from daefr.interop.official_reader import read_official_checkpoint
+from daefr.models.restorer import FORMAT_NAME, DAEFRRestorer, restorer_arch
+
+__all__ = ["infer_official_arch", "load_restorer", "read_restorer_metadata", "restorer_from_official",
+           "save_restorer"]
+
+_DOWNLOAD_HINT = (
+    "download DAEFR_model.ckpt from the official DAEFR release (github.com/LIAGM/DAEFR, 'pretrained models') "
+    "or convert it with `daefr convert`, and pass its path"
+)
+
+
+def _unwrap(state_dict: Mapping[str, Any]) -> Mapping[str, Tensor]:
+    inner = state_dict.get("state_dict") if "state_dict" in state_dict else None
+    return inner if isinstance(inner, Mapping) else state_dict
+
+
+def infer_official_arch(state_dict: Mapping[str, Tensor]) -> dict[str, Any]:
+    """Architecture keywords of an official final-stage state dict, read off its shapes.
+
+    ``ch``, ``ch_mult``, ``num_res_blocks``, ``attn_resolutions``, ``resolution`` (from the position
+    embedding's token count), ``z_channels``, ``embed_dim``, ``n_embed``, ``enable_mid``, ``n_layers``,
+    ``dim_mlp``, ``transformer_dim``. Head counts cannot be seen in shapes: they keep the official values.
+    Raises :class:`CheckpointError` when a key it needs is absent.
+    """
+    sd = _unwrap(state_dict)
+    enc = "vqvae.encoder."
+    try:
+        ch = int(sd[enc + "conv_in.weight"].shape[0])
+        levels = sorted({int(m.group(1)) for k in sd if (m := re.match(re.escape(enc) + r"down\.(\d+)\.", k))})
+        ch_mult = [int(sd[f"{enc}down.{i}.block.0.conv2.weight"].shape[0]) // ch for i in levels]
+        num_res_blocks = len({m.group(1) for k in sd if (m := re.match(re.escape(enc) + r"down\.0\.block\.(\d+)\.", k))})
+        tokens = int(sd["position_emb"].shape[0])
+        grid = int(round(tokens**0.5))
+        if grid * grid != tokens:
+            raise CheckpointError(f"position_emb has {tokens} tokens, not a square grid; pass the architecture")
+        resolution = grid * 2 ** (len(levels) - 1)
+        attn = sorted({resolution // 2**i for i in levels if f"{enc}down.{i}.attn.0.q.weight" in sd}, reverse=True)
+        n_layers = len({m.group(1) for k in sd if (m := re.match(r"ft_layers\.(\d+)\.", k))})
+        return {
+            "ch": ch, "ch_mult": ch_mult, "num_res_blocks": num_res_blocks, "resolution": resolution,
+            "attn_resolutions": attn, "z_channels": int(sd[enc + "conv_out.weight"].shape[0]),
+            "embed_dim": int(sd["vqvae.Fixed_quantize.embedding.weight"].shape[1]),
+            "n_embed": int(sd["vqvae.Fixed_quantize.embedding.weight"].shape[0]),
+            "enable_mid": any(k.startswith(enc + "mid.") for k in sd),
+            "n_layers": n_layers, "dim_mlp": int(sd["ft_layers.0.linear1.weight"].shape[0]),
+            "transformer_dim": int(sd["feat_emb.weight"].shape[0]),
+        }
+    except KeyError as exc:
+        raise CheckpointError(f"not an official DAEFR final-stage state dict: key {exc} is missing") from None
+
+
+def restorer_from_official(state_dict: Mapping[str, Tensor], *, preset: str | None = None, fast: bool = False,
+                           strict: bool = True, **arch: Any) -> DAEFRRestorer:
+    """Our restorer from an official final-stage state dict (keys as in ``official_keys.json``).
+
+    ``arch`` keywords are named as in the official config (``ch``, ``ch_mult``, ``num_res_blocks``,
+    ``resolution``, ``attn_resolutions``, ``z_channels``, ``embed_dim``, ``n_embed``, ...) and override
+    ``preset`` (``full``/``tiny``). With neither, the architecture is read off the shapes
+    (:func:`infer_official_arch`; the released file gives the official full size). Every key is accounted
+    for: training-only keys (target branch, association codebooks) are reported as not loaded, and with
+    ``strict`` any missing, unexpected or mis-shaped key raises :class:`CheckpointError`. The mapping
+    report is attached as ``restorer.load_report``. Returns the restorer in eval mode.
+    """
+    sd = _unwrap(state_dict)
+    if preset is None and not arch and is_daefr_final_state_dict(sd):
+        cfg = restorer_arch("full", **infer_official_arch(sd))
+    else:
+        cfg = restorer_arch(preset, **arch)
+    restorer = _build(cfg, fast, strict)
+    report = load_official_into_restorer(restorer, sd, strict=strict)
+    restorer.load_report = report  # type: ignore[assignment]
+    return restorer.eval()
+
+
+def _build(cfg: dict[str, Any], fast: bool, strict: bool) -> DAEFRRestorer:
+    """The restorer for ``cfg``; when every weight will be loaded (strict), skip the random init."""
+    if not strict:
+        return DAEFRRestorer.from_config(cfg, fast=fast)
+    with torch.device("meta"):
+        shell = DAEFRRestorer.from_config(cfg, fast=fast)
+    return shell.to_empty(device="cpu")
+
+
+def save_restorer(restorer: DAEFRRestorer, path: str | Path, *, overwrite: bool = True) -> Path:
+    """Write ``restorer`` to a safetensors file with its architecture in the metadata (atomically)."""
+    return restorer.save(path, overwrite=overwrite)
+
+
+def read_restorer_metadata(path: str | Path) -> dict[str, str] | None:
+    """The safetensors metadata of ``path`` when it is a daefr restorer file, else None."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            meta = handle.metadata() or {}
+    except Exception:
+        return None
+    return dict(meta) if meta.get("format") == FORMAT_NAME else None
+
+
+def load_restorer(path: str | Path, *, fast: bool = False, device: str | torch.device | None = None,
+                  strict: bool = True, preset: str | None = None, **arch: Any) -> DAEFRRestorer:
+    """Load a restorer from our safetensors export or an official final-stage checkpoint (``.ckpt``).
+
+    Our files carry their architecture (``arch`` keywords override single values). Official files use
+    ``preset``/``arch`` when given, else the architecture read off their shapes (released file: the
+    official full size). ``fast`` switches on the fast path; ``device`` moves the model. Eval mode.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise WeightsNotFoundError(f"restorer weights not found: {path}; {_DOWNLOAD_HINT}")
+    meta = read_restorer_metadata(path)
+    if meta is not None:
+        try:
+            saved_arch = json.loads(meta["arch"])
+        except (KeyError, json.JSONDecodeError) as exc:
+            raise CheckpointError(f"{path}: daefr restorer file with unreadable architecture metadata ({exc})") from None
+        if preset is not None:
+            raise ConfigError(f"{path} records its own architecture; 'preset' applies to official checkpoints only")
+        restorer = _from_our_file(path, restorer_arch(saved_arch, **arch), fast, strict)
+    else:
+        sd = read_official_checkpoint(path)
+        if is_daefr_final_state_dict(sd):
+            restorer = restorer_from_official(sd, preset=preset, fast=fast, strict=strict, **arch)
+        elif any(k.startswith(("lq_encoder.", "predictor.")) for k in sd):
+            restorer = _load_ours(sd, restorer_arch(preset, **arch), fast, strict, str(path))
+        else:
+            raise CheckpointError(f"{path}: not a DAEFR final-stage model ({_kind_hint(sd)}); {_DOWNLOAD_HINT}")
+    return restorer.to(device) if device is not None else restorer
+
+
+def _from_our_file(path: Path, cfg: dict[str, Any], fast: bool, strict: bool) -> DAEFRRestorer:
+    from safetensors.torch import load_file
+
+    try:
+        sd = load_file(str(path), device="cpu")
+    except Exception as exc:
+        raise CheckpointError(f"{path}: corrupt safetensors file ({type(exc).__name__}: {exc})") from None
+    return _load_ours(sd, cfg, fast, strict, str(path))
+
+
+def _load_ours(sd: Mapping[str, Tensor], cfg: dict[str, Any], fast: bool, strict: bool, where: str) -> DAEFRRestorer:
+    try:
+        restorer = _build(cfg, fast, strict)
+    except ConfigError as exc:
+        raise CheckpointError(f"{where}: cannot build the stored architecture: {exc}") from None
+    ours = restorer.state_dict()
+    missing = sorted(set(ours) - set(sd))
+    unexpected = sorted(set(sd) - set(ours))
+    wrong = sorted(k for k in set(ours) & set(sd) if tuple(ours[k].shape) != tuple(sd[k].shape))
+    if strict and (missing or unexpected or wrong):
+        parts = [f"{name}: {len(keys)} ({', '.join(keys[:4])}{', ...' if len(keys) > 4 else ''})"
+                 for name, keys in (("missing", missing), ("unexpected", unexpected), ("wrong shape", wrong)) if keys]
+        raise CheckpointError(f"{where}: weights do not match the restorer architecture; " + "; ".join(parts))
+    restorer.load_state_dict({k: v for k, v in sd.items() if k in ours and k not in wrong}, strict=False)
+    return restorer.eval()
+
+
+def _kind_hint(sd: Mapping[str, Tensor]) -> str:
+    if any(k.startswith("vqvae_LQ.") for k in sd):
+        return "it looks like an association-stage checkpoint"
+    if any(k.startswith("vqvae.quantize.") for k in sd):
+        return "it looks like a codebook-stage (VQGAN) checkpoint"
+    return f"unknown layout, first keys: {', '.join(list(sd)[:3])}"
