@@ -1,0 +1,35 @@
+"""``daefr convert official.ckpt out.safetensors``: official DAEFR checkpoint -> our safetensors."""
+
+from __future__ import annotations
+
+import argparse
+
+NAME = "convert"
+HELP = "convert an official DAEFR checkpoint (.ckpt) to safetensors with daefr's key names"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("source", help="official checkpoint: DAEFR_model.ckpt, HQ/LQ_codebook.ckpt, Association_stage.ckpt")
+    parser.add_argument("output", help="safetensors file to write (refused if it exists, unless --force)")
+    parser.add_argument("--kind", default="auto", choices=["auto", "daefr", "codebook", "association"],
+                        help="checkpoint kind (default: detected from the keys)")
+    parser.add_argument("--arch", default="auto",
+                        help="architecture: auto (read off the shapes / official full size), full, tiny, "
+                             "a JSON object of official config keywords, or a .json file")
+    parser.add_argument("--force", action="store_true", help="replace OUTPUT if it exists")
+    parser.add_argument("--verbose", "-v", action="store_true", help="list every mapped key")
+
+
+def run(args: argparse.Namespace) -> int:
+    from daefr.interop.convert import convert_official
+
+    result = convert_official(args.source, args.output, kind=args.kind, arch=args.arch, overwrite=args.force)
+    rep = result.report
+    print(f"{args.source}: {result.kind} checkpoint -> {result.path} ({result.n_tensors} tensors)")
+    print(rep.summary())
+    print(f"mapped {len(rep.mapped) + len(rep.name_only)}, not exported {len(rep.not_loaded) + len(rep.ignored)}, "
+          f"missing {len(rep.missing)}, unexpected {len(rep.unmatched)}")
+    if args.verbose:
+        for official, ours in {**rep.mapped, **rep.name_only}.items():
+            print(f"  {official} -> {ours}")
+    return 0

@@ -1,0 +1,156 @@
+"""Convert official DAEFR checkpoints (any of the four kinds) to safetensors with our key names.
+
+* ``daefr`` (``DAEFR_model.ckpt``): a restorer file (``format`` = ``daefr.restorer``), readable by
+  ``daefr.load_restorer``; the 346 training-only keys (target branch, association codebooks) are
+  reported as not exported.
+* ``codebook`` (``HQ_codebook.ckpt`` / ``LQ_codebook.ckpt``) and ``association``
+  (``Association_stage.ckpt``): every tensor under our namespaced keys (``vqgan.*``,
+  ``discriminator.*``, ``lpips.*``; association: ``hq.*``, ``lq.*``, ``hq_discriminator.*``, ...), with
+  ``format`` = ``daefr.converted``, ``kind`` and the VQGAN architecture (JSON) in the metadata.
+
+Shapes are checked against our modules built on the meta device; every key is accounted for.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from daefr.errors import CheckpointError, ConfigError
+from daefr.interop.keymap import ASSOCIATION_STAGE_KEYMAP, CODEBOOK_STAGE_KEYMAP, KeyMap, MappingReport
+from daefr.interop.keymap_daefr import is_daefr_final_state_dict
+from daefr.interop.official_reader import read_official_checkpoint
+from daefr.interop.restorer_io import restorer_from_official
+
+__all__ = ["KINDS", "ConversionResult", "convert_official", "detect_kind", "parse_arch"]
+
+KINDS = ("auto", "daefr", "codebook", "association")
+CONVERTED_FORMAT = "daefr.converted"
+
+
+@dataclass
+class ConversionResult:
+    """What :func:`convert_official` wrote: ``kind``, output ``path``, tensor count and the mapping report."""
+
+    kind: str
+    path: Path
+    n_tensors: int
+    report: MappingReport
+
+
+def detect_kind(state_dict: Mapping[str, Tensor]) -> str:
+    """``daefr``, ``association`` or ``codebook`` from the official key names; CheckpointError otherwise."""
+    if is_daefr_final_state_dict(state_dict):
+        return "daefr"
+    if any(k.startswith("vqvae_LQ.") for k in state_dict) and "logit_scale" in state_dict:
+        return "association"
+    if "vqvae.quantize.embedding.weight" in state_dict:
+        return "codebook"
+    first = ", ".join(list(state_dict)[:3])
+    raise CheckpointError(f"not an official DAEFR checkpoint of a known kind (first keys: {first})")
+
+
+def parse_arch(value: str | Mapping[str, Any] | None) -> str | dict[str, Any] | None:
+    """``full``/``official``/``tiny``, a JSON object (text or path to a .json file), or None (automatic)."""
+    if value is None or isinstance(value, Mapping):
+        return None if value is None else dict(value)
+    text = value.strip()
+    if text in ("full", "official", "tiny", "auto"):
+        return None if text == "auto" else text
+    if not text.startswith("{") and Path(text).is_file():
+        text = Path(text).read_text(encoding="utf-8")
+    try:
+        parsed = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"--arch must be full, tiny, auto, a JSON object or a .json file; got {value!r} ({exc})") from None
+    if not isinstance(parsed, dict):
+        raise ConfigError(f"--arch JSON must be an object of architecture keywords, got {type(parsed).__name__}")
+    return parsed
+
+
+def _vqgan_arch(arch: str | dict[str, Any] | None) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(VQGAN ddconfig, discriminator settings) for the codebook/association kinds."""
+    from daefr.models.presets import DISCRIMINATOR_PRESETS, vqgan_preset
+
+    if arch is None or isinstance(arch, str):
+        name = "tiny" if arch == "tiny" else "official"
+        return vqgan_preset(name), dict(DISCRIMINATOR_PRESETS[name])
+    cfg = dict(arch)
+    disc = dict(DISCRIMINATOR_PRESETS["official"])
+    if "disc_ndf" in cfg:
+        disc["ndf"] = int(cfg.pop("disc_ndf"))
+    return {**vqgan_preset("official"), **cfg}, disc
+
+
+def _targets(kind: str, vq_cfg: dict[str, Any], disc_cfg: dict[str, Any]) -> tuple[KeyMap, dict[str, nn.Module]]:
+    from daefr.losses.association import PatchCLIPLoss
+    from daefr.models.presets import build_vqgan
+    from daefr.nn.patchgan import PatchGANDiscriminator
+
+    with torch.device("meta"):
+        if kind == "codebook":
+            return CODEBOOK_STAGE_KEYMAP, {"vqgan": build_vqgan(vq_cfg),
+                                           "discriminator": PatchGANDiscriminator(**disc_cfg, init_weights=False)}
+        return ASSOCIATION_STAGE_KEYMAP, {
+            "hq": build_vqgan(vq_cfg), "lq": build_vqgan(vq_cfg),
+            "hq_discriminator": PatchGANDiscriminator(**disc_cfg, init_weights=False),
+            "lq_discriminator": PatchGANDiscriminator(**disc_cfg, init_weights=False),
+            "association": PatchCLIPLoss(),
+        }
+
+
+def _convert_stage(sd: Mapping[str, Tensor], kind: str, arch: str | dict[str, Any] | None,
+                   strict: bool) -> tuple[dict[str, Tensor], MappingReport, dict[str, Any]]:
+    vq_cfg, disc_cfg = _vqgan_arch(arch)
+    keymap, modules = _targets(kind, vq_cfg, disc_cfg)
+    target = {f"{ns}.{k}": tuple(v.shape) for ns, m in modules.items() for k, v in m.state_dict().items()}
+    report = keymap.report({k: tuple(v.shape) for k, v in sd.items()}, target)
+    # LPIPS keys are mapped by name only (their module lives in the losses): not "missing" here
+    report.missing = [k for k in report.missing if not k.startswith(("lpips.", "hq_lpips.", "lq_lpips."))]
+    if strict:
+        report.raise_if_incomplete(f"{kind} checkpoint (pass --arch if it is not the official full size)")
+    tensors = {ours: sd[key] for key, ours in {**report.mapped, **report.name_only}.items()
+               if key not in report.shape_mismatches}
+    return tensors, report, {"vqgan": vq_cfg, "discriminator": disc_cfg}
+
+
+def convert_official(src: str | Path, dst: str | Path, *, kind: str = "auto",
+                     arch: str | Mapping[str, Any] | None = None, overwrite: bool = False,
+                     strict: bool = True) -> ConversionResult:
+    """Read an official checkpoint safely, map its keys, and write ``dst`` (safetensors, atomically).
+
+    ``arch``: ``full``/``official``/``tiny``/a dict (None: read off the shapes for ``daefr``, official
+    full size for the other kinds). Refuses to replace ``dst`` unless ``overwrite``.
+    """
+    from daefr.utils.io import atomic_save_safetensors
+
+    if kind not in KINDS:
+        raise ConfigError(f"unknown checkpoint kind {kind!r}; use one of {', '.join(KINDS)}")
+    dst = Path(dst)
+    if dst.exists() and not overwrite:
+        raise ConfigError(f"{dst} already exists; pass --force to replace it")
+    sd = read_official_checkpoint(src)
+    found = detect_kind(sd)
+    if kind != "auto" and kind != found:
+        raise CheckpointError(f"{src}: --kind {kind} was given but the file is a {found} checkpoint")
+    parsed = parse_arch(arch) if isinstance(arch, str) or arch is None else dict(arch)
+    if found == "daefr":
+        preset = parsed if isinstance(parsed, str) else None
+        keywords = parsed if isinstance(parsed, dict) else {}
+        restorer = restorer_from_official(sd, preset=preset, strict=strict, **keywords)
+        path = restorer.save(dst, overwrite=overwrite)
+        return ConversionResult("daefr", path, len(restorer.state_dict()), restorer.load_report)  # type: ignore[arg-type]
+    tensors, report, cfg = _convert_stage(sd, found, parsed, strict)
+    from daefr import __version__
+
+    metadata = {"format": CONVERTED_FORMAT, "kind": found, "daefr_version": __version__,
+                "arch": json.dumps(cfg, sort_keys=True), "source": Path(src).name}
+    contiguous = {k: v.detach().contiguous() for k, v in tensors.items()}
+    path = atomic_save_safetensors(contiguous, dst, metadata=metadata, overwrite=overwrite)
+    return ConversionResult(found, path, len(contiguous), report)
