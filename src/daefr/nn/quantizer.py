@@ -41,7 +41,8 @@ class VectorQuantizer(Codebook):
         self.n_embed = n_embed
         self.embed_dim = embed_dim
         self.beta = beta
-        self.embedding = nn.Embedding(n_embed, embed_dim)
+        # pass the table so nn.Embedding skips its own normal_ init (slow on the meta device)
+        self.embedding = nn.Embedding(n_embed, embed_dim, _weight=torch.empty(n_embed, embed_dim))
         nn.init.uniform_(self.embedding.weight, -1.0 / n_embed, 1.0 / n_embed)
 
     @property
