@@ -1,0 +1,65 @@
+"""``daefr shard SRC OUT``: turn a folder (or list file) of face images into WebDataset tar shards."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+NAME = "shard"
+HELP = "write WebDataset shards (+ manifest.json) from a folder or list of face images"
+
+
+def _size(text: str) -> int:
+    """Parse 1000, 64K, 512M, 1G (binary units) into bytes."""
+    units = {"k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
+    text = text.strip().lower().rstrip("b")
+    if text and text[-1] in units:
+        return int(float(text[:-1]) * units[text[-1]])
+    return int(text)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("src", help="folder of images (recursive; lq/ + gt/ for paired sets) or a list file")
+    parser.add_argument("out", help="output folder for the shards and manifest.json")
+    parser.add_argument("--size", type=int, default=None,
+                        help="resize the shorter side to SIZE and centre-crop SIZE x SIZE (default: keep)")
+    parser.add_argument("--store", choices=("png", "source"), default="png",
+                        help="png: lossless re-encode (default); source: the original file bytes")
+    parser.add_argument("--maxcount", type=int, default=1000, help="samples per shard at most (default 1000)")
+    parser.add_argument("--maxsize", type=_size, default=1 << 30,
+                        help="bytes per shard at most, e.g. 512M (default 1G)")
+    parser.add_argument("--min-size", type=int, default=16,
+                        help="skip images whose shorter side is below this (default 16)")
+    parser.add_argument("--prefix", default="shard", help="shard file name prefix (default 'shard')")
+    parser.add_argument("--paired", action="store_true",
+                        help="SRC holds lq/ and gt/ with the same names (auto-detected when both exist)")
+    parser.add_argument("--workers", type=int, default=min(8, os.cpu_count() or 1),
+                        help="processes that decode and encode images (default: CPU count, at most 8)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from tqdm import tqdm
+
+    from daefr.data.shards import ShardOptions, write_shards
+
+    options = ShardOptions(size=args.size, store=args.store, maxcount=args.maxcount, maxsize=args.maxsize,
+                           min_size=args.min_size, prefix=args.prefix, workers=max(1, args.workers))
+
+    def bar(stream, total):  # type: ignore[no-untyped-def]
+        return tqdm(stream, total=total, unit="img", desc="sharding", disable=args.quiet, file=sys.stderr)
+
+    manifest = write_shards(Path(args.src), Path(args.out), options,
+                            paired=True if args.paired else None, progress=bar)
+    skipped = manifest["skipped"]
+    for entry in skipped:
+        print(f"skipped {entry['file']}: {entry['reason']}", file=sys.stderr)
+    print(f"wrote {manifest['total']} samples in {len(manifest['shards'])} shards to {args.out} "
+          f"({manifest['pattern']}); {len(skipped)} files skipped; manifest: {Path(args.out) / 'manifest.json'}")
+    if manifest["total"] == 0:
+        print("daefr shard: error: no usable images", file=sys.stderr)
+        return 1
+    return 3 if skipped else 0

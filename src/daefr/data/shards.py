@@ -1,0 +1,323 @@
+"""Writing WebDataset shards from a folder (or list) of face images, reproducibly.
+
+Each sample is ``<key>.png`` (or the source bytes under their own extension) plus ``<key>.json`` with
+its metadata; paired sets (``lq/`` + ``gt/``) store ``<key>.lq.png`` and ``<key>.hq.png``. Images are
+decoded, checked and (optionally) resized in a process pool; one writer appends them in input order, so
+the same input always gives byte-identical shards (fixed tar headers, sorted inputs, no timestamps).
+A ``manifest.json`` lists the shards (name, samples, bytes, sha256) and the skipped files with reasons.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import tarfile
+import tempfile
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from daefr.data.decode import decode_rgb, resize_center_crop
+from daefr.data.sources import IMAGE_SUFFIXES, MANIFEST_NAME, key_for, list_images
+from daefr.errors import ConfigError, ImageReadError
+
+MANIFEST_FORMAT = "daefr-shards/1"
+TAR_BLOCK = 512
+TAR_RECORD = 20 * TAR_BLOCK  # tarfile pads the archive to whole records
+
+
+@dataclass(frozen=True)
+class ShardOptions:
+    """How to write shards; ``size`` None keeps the source size, ``store`` is "png" or "source"."""
+
+    size: int | None = None
+    store: str = "png"
+    maxcount: int = 1000
+    maxsize: int = 1 << 30
+    min_size: int = 16
+    prefix: str = "shard"
+    workers: int = 1
+
+    def validate(self) -> None:
+        if self.store not in ("png", "source"):
+            raise ConfigError(f"--store must be 'png' or 'source', got {self.store!r}")
+        if self.store == "source" and self.size is not None:
+            raise ConfigError("--store source keeps the original bytes and cannot resize; drop --size or use png")
+        if self.maxcount < 1 or self.maxsize < 1:
+            raise ConfigError("--maxcount and --maxsize must be positive")
+        if self.size is not None and self.size < self.min_size:
+            raise ConfigError(f"--size {self.size} is below --min-size {self.min_size}")
+        if not self.prefix or "/" in self.prefix or "." in self.prefix:
+            raise ConfigError(f"--prefix {self.prefix!r} must be a plain name without '/' or '.'")
+
+
+@dataclass(frozen=True)
+class InputItem:
+    """One sample to write: its key, and the file(s) it comes from (relative name for messages)."""
+
+    key: str
+    name: str
+    paths: dict[str, str]  # role ("hq" / "lq") -> absolute path
+
+
+@dataclass
+class Processed:
+    """A processed sample: tar members (suffix -> bytes), or the reason it was skipped."""
+
+    key: str
+    name: str
+    members: dict[str, bytes] = field(default_factory=dict)
+    reason: str | None = None
+
+
+# ------------------------------------------------------------------------------------------ inputs
+def collect_inputs(src: Path, paired: bool | None = None) -> tuple[list[InputItem], list[dict[str, str]]]:
+    """Inputs from a folder (recursive; ``lq/`` + ``gt/`` when paired) or a list file (one path a line).
+
+    Returns the items in a stable order, with unique keys, plus the entries that cannot be used at all
+    (e.g. an LQ image without a GT partner).
+    """
+    if src.is_file():
+        return _unique_keys(_from_list(src)), []
+    if not src.is_dir():
+        raise ConfigError(f"{src} is neither a folder of images nor a list file")
+    if paired is None:
+        paired = (src / "lq").is_dir() and (src / "gt").is_dir()
+    if not paired:
+        files = list_images(src)
+        items = [InputItem(key_for(p.relative_to(src).as_posix()), p.relative_to(src).as_posix(),
+                           {"hq": str(p)}) for p in files]
+        if not items:
+            raise ConfigError(f"no images ({', '.join(IMAGE_SUFFIXES)}) found under {src}")
+        return _unique_keys(items), []
+    lq = {key_for(p.relative_to(src / "lq").as_posix()): p for p in list_images(src / "lq")}
+    gt = {key_for(p.relative_to(src / "gt").as_posix()): p for p in list_images(src / "gt")}
+    skipped = [{"file": f"lq/{lq[k].relative_to(src / 'lq').as_posix()}", "reason": "no GT image with this name"}
+               for k in sorted(set(lq) - set(gt))]
+    skipped += [{"file": f"gt/{gt[k].relative_to(src / 'gt').as_posix()}", "reason": "no LQ image with this name"}
+                for k in sorted(set(gt) - set(lq))]
+    items = [InputItem(k, f"gt/{gt[k].relative_to(src / 'gt').as_posix()}", {"hq": str(gt[k]), "lq": str(lq[k])})
+             for k in sorted(set(lq) & set(gt))]
+    return items, skipped
+
+
+def _from_list(list_file: Path) -> list[InputItem]:
+    base = list_file.parent
+    items = []
+    for line in list_file.read_text(encoding="utf-8").splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        path = Path(line) if Path(line).is_absolute() else base / line
+        items.append(InputItem(key_for(line.lstrip("/")), line, {"hq": str(path)}))
+    if not items:
+        raise ConfigError(f"list file {list_file} names no images")
+    return items
+
+
+def _unique_keys(items: list[InputItem]) -> list[InputItem]:
+    """Make keys unique deterministically (``a.b.png`` and ``a_b.png`` both map to ``a_b``)."""
+    seen: set[str] = set()
+    out = []
+    for item in items:
+        key, n = item.key, 1
+        while key in seen:
+            key, n = f"{item.key}_{n}", n + 1
+        seen.add(key)
+        out.append(item if key == item.key else InputItem(key, item.name, item.paths))
+    return out
+
+
+# -------------------------------------------------------------------------------------- processing
+def process_item(item: InputItem, options: ShardOptions) -> Processed:
+    """Read, check and encode one sample (runs in a worker process); never raises on bad input."""
+    try:
+        members: dict[str, bytes] = {}
+        meta: dict[str, Any] = {"key": item.key, "source": item.name}
+        for role in sorted(item.paths):
+            suffix, info = _encode(item.paths[role], options)
+            members[suffix if len(item.paths) == 1 else f"{role}.{suffix}"] = info.pop("data")
+            meta.update({f"{role}_{k}" if len(item.paths) > 1 else k: v for k, v in info.items()})
+        members["json"] = json.dumps(meta, sort_keys=True).encode()
+        return Processed(item.key, item.name, members)
+    except ImageReadError as exc:
+        return Processed(item.key, item.name, reason=str(exc))
+
+
+def _encode(path: str, options: ShardOptions) -> tuple[str, dict[str, Any]]:
+    try:
+        data = Path(path).read_bytes()
+    except IsADirectoryError as exc:
+        raise ImageReadError("is a directory, not an image file") from exc
+    except OSError as exc:
+        raise ImageReadError(f"cannot read ({exc.strerror or type(exc).__name__})") from exc
+    from PIL import Image as PILImage
+
+    image = decode_rgb(data)
+    with PILImage.open(io.BytesIO(data)) as probe:  # decodable, so it opens: get the source mode/format
+        source_mode, source_format = probe.mode, (probe.format or "").lower()
+    width, height = image.size
+    if min(width, height) < options.min_size:
+        raise ImageReadError(f"too small ({width}x{height}, need at least {options.min_size} px a side)")
+    info: dict[str, Any] = {"orig_width": width, "orig_height": height, "orig_mode": source_mode}
+    if options.store == "source":
+        suffix = {"jpeg": "jpg"}.get(source_format, source_format) or Path(path).suffix.lower().lstrip(".")
+        return suffix, {**info, "width": width, "height": height, "data": data}
+    image = resize_center_crop(image, options.size)
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG", compress_level=6)
+    return "png", {**info, "width": image.size[0], "height": image.size[1], "data": buffer.getvalue()}
+
+
+def _process_all(items: list[InputItem], options: ShardOptions) -> Iterator[Processed]:
+    if options.workers <= 1 or len(items) < 2:
+        for item in items:
+            yield process_item(item, options)
+        return
+    with ProcessPoolExecutor(max_workers=options.workers) as pool:
+        # map keeps the input order, so the shards do not depend on which worker finished first
+        yield from pool.map(process_item, items, [options] * len(items), chunksize=8)
+
+
+# ---------------------------------------------------------------------------------------- writing
+def _tar_member_size(payload: int) -> int:
+    return TAR_BLOCK + (payload + TAR_BLOCK - 1) // TAR_BLOCK * TAR_BLOCK
+
+
+class _ShardFile:
+    """One tar shard written to a temporary file, renamed into place when complete."""
+
+    def __init__(self, out_dir: Path, name: str) -> None:
+        self.final = out_dir / name
+        fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=out_dir)
+        self.tmp = Path(tmp)
+        self.handle = os.fdopen(fd, "wb")
+        self.tar = tarfile.open(fileobj=self.handle, mode="w", format=tarfile.PAX_FORMAT)
+        self.count = 0
+        self.size = 2 * TAR_BLOCK  # end-of-archive blocks
+
+    def add(self, sample: Processed) -> None:
+        for suffix in sorted(sample.members):
+            data = sample.members[suffix]
+            info = tarfile.TarInfo(f"{sample.key}.{suffix}")
+            info.size, info.mtime, info.mode = len(data), 0, 0o644
+            info.uid = info.gid = 0
+            info.uname = info.gname = ""
+            self.tar.addfile(info, io.BytesIO(data))
+            self.size += _tar_member_size(len(data))
+        self.count += 1
+
+    def close(self) -> dict[str, Any]:
+        self.tar.close()
+        self.handle.flush()
+        os.fsync(self.handle.fileno())
+        self.handle.close()
+        os.replace(self.tmp, self.final)
+        return {"name": self.final.name, "count": self.count, "bytes": self.final.stat().st_size,
+                "sha256": sha256_file(self.final)}
+
+    def abort(self) -> None:
+        self.tar.close()
+        self.handle.close()
+        self.tmp.unlink(missing_ok=True)
+
+
+def _on_disk(size: int) -> int:
+    return (size + TAR_RECORD - 1) // TAR_RECORD * TAR_RECORD
+
+
+def sha256_file(path: Path) -> str:
+    """Hex sha256 of a file, read in 1 MiB chunks."""
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def write_shards(
+    src: str | os.PathLike[str],
+    out_dir: str | os.PathLike[str],
+    options: ShardOptions | None = None,
+    paired: bool | None = None,
+    progress: Callable[[Iterable[Processed], int], Iterable[Processed]] | None = None,
+) -> dict[str, Any]:
+    """Shard ``src`` into ``out_dir``; returns the manifest (also written to ``out_dir/manifest.json``).
+
+    ``progress`` wraps the stream of processed samples (e.g. a tqdm bar); it gets the total as well.
+    """
+    options = options or ShardOptions()
+    options.validate()
+    src_path, out = Path(src), Path(out_dir)
+    items, skipped = collect_inputs(src_path, paired)
+    is_paired = any("lq" in item.paths for item in items)
+    out.mkdir(parents=True, exist_ok=True)
+    previous = _previous_shards(out)
+    stream: Iterable[Processed] = _process_all(items, options)
+    if progress is not None:
+        stream = progress(stream, len(items))
+    shards: list[dict[str, Any]] = []
+    current: _ShardFile | None = None
+    try:
+        for sample in stream:
+            if sample.reason is not None:
+                skipped.append({"file": sample.name, "reason": sample.reason})
+                continue
+            size = sum(_tar_member_size(len(d)) for d in sample.members.values())
+            if current is not None and (
+                current.count >= options.maxcount or _on_disk(current.size + size) > options.maxsize
+            ):
+                shards.append(current.close())
+                current = None
+            if current is None:
+                current = _ShardFile(out, f"{options.prefix}-{len(shards):06d}.tar")
+            current.add(sample)
+        if current is not None:
+            shards.append(current.close())
+            current = None
+    finally:
+        if current is not None:
+            current.abort()
+    for name in previous - {s["name"] for s in shards}:
+        (out / name).unlink(missing_ok=True)  # stale shards of an earlier, larger run
+    manifest = {
+        "format": MANIFEST_FORMAT,
+        "source": str(src_path),
+        "paired": is_paired,
+        "options": {k: v for k, v in asdict(options).items() if k != "workers"},
+        "total": sum(s["count"] for s in shards),
+        "pattern": _brace_pattern(options.prefix, len(shards)),
+        "shards": shards,
+        "skipped": sorted(skipped, key=lambda s: s["file"]),
+    }
+    _write_json_atomic(out / MANIFEST_NAME, manifest)
+    return manifest
+
+
+def _previous_shards(out: Path) -> set[str]:
+    try:
+        return {s["name"] for s in json.loads((out / MANIFEST_NAME).read_text())["shards"]}
+    except (OSError, ValueError, KeyError, TypeError):
+        return set()
+
+
+def _brace_pattern(prefix: str, n: int) -> str:
+    if n <= 1:
+        return f"{prefix}-000000.tar"
+    return f"{prefix}-{{000000..{n - 1:06d}}}.tar"
+
+
+def _write_json_atomic(path: Path, data: Any) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            json.dump(data, handle, indent=1, sort_keys=True)
+            handle.write("\n")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

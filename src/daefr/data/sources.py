@@ -1,0 +1,298 @@
+"""Where face images come from: WebDataset shards or plain folders, read as raw (undecoded) samples.
+
+A *source* lists its *units* (one shard, or one image file / LQ+HQ pair) with their sample counts when
+known, and reads the raw samples of one unit as ``(key, {field: bytes})``. Splitting units or samples
+over ranks and workers, shuffling and decoding happen in :mod:`daefr.data.dataset`, so every source
+gets the same distributed behaviour.
+
+Shard URLs may be local paths, brace patterns (``train-{000000..000009}.tar``), ``pipe:CMD`` and any
+fsspec URL (``s3://``, ``gs://``, ``memory://``...); a directory holding a ``manifest.json`` written
+by ``daefr shard`` stands for its shards, with exact per-shard counts.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tarfile
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+from daefr.errors import ConfigError
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
+HQ_FIELDS = ("png", "jpg", "jpeg", "webp", "bmp", "tif", "tiff", "hq.png", "hq.jpg", "gt.png", "gt.jpg")
+LQ_FIELDS = ("lq.png", "lq.jpg", "lq.jpeg", "lq.webp")
+MANIFEST_NAME = "manifest.json"
+
+RawSample = tuple[str, dict[str, bytes]]
+
+
+class SourceReadError(Exception):
+    """A unit (shard or file) could not be read; counted as corrupt, never fatal on its own."""
+
+
+@dataclass(frozen=True)
+class Unit:
+    """One readable piece of a source: a shard URL or an image file (pair); ``count`` if known."""
+
+    name: str
+    count: int | None
+
+
+class Source:
+    """Base class: a list of units and a reader for each; subclasses are registered as ``datasets``."""
+
+    paired: bool = False
+
+    def units(self) -> list[Unit]:
+        """Units in a fixed, deterministic order."""
+        raise NotImplementedError
+
+    def read(self, unit: Unit) -> Iterator[RawSample]:
+        """Raw samples of one unit; raises :class:`SourceReadError` when the unit itself is broken."""
+        raise NotImplementedError
+
+    def describe(self) -> str:
+        """Short text for messages."""
+        return type(self).__name__
+
+
+# --------------------------------------------------------------------------------------------- shards
+def expand_shard_urls(urls: str | Sequence[str]) -> list[Unit]:
+    """Shard units from paths, brace patterns, ``::``-joined lists and ``daefr shard`` directories."""
+    import braceexpand
+
+    items = [urls] if isinstance(urls, str) else [str(u) for u in urls]
+    out: list[Unit] = []
+    for item in items:
+        for part in item.split("::"):
+            part = part.strip()
+            if not part:
+                continue
+            if _is_local(part) and Path(_local_path(part)).is_dir():
+                out += _manifest_units(Path(_local_path(part)))
+            else:
+                out += [Unit(u, None) for u in braceexpand.braceexpand(part)]
+    if not out:
+        raise ConfigError(f"no shards found in {urls!r}: give a path, a brace pattern or a shard directory")
+    return out
+
+
+def _is_local(url: str) -> bool:
+    return url.startswith("file://") or (not url.startswith("pipe:") and "://" not in url)
+
+
+def _local_path(url: str) -> str:
+    return url[len("file://"):] if url.startswith("file://") else url
+
+
+def _manifest_units(directory: Path) -> list[Unit]:
+    manifest = directory / MANIFEST_NAME
+    if not manifest.is_file():
+        tars = sorted(directory.glob("*.tar"))
+        if not tars:
+            raise ConfigError(f"{directory} holds neither {MANIFEST_NAME} nor .tar shards; run `daefr shard` first")
+        return [Unit(str(t), None) for t in tars]
+    try:
+        data = json.loads(manifest.read_text())
+        return [Unit(str(directory / s["name"]), int(s["count"])) for s in data["shards"]]
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ConfigError(f"{manifest} is not a valid shard manifest ({exc}); re-run `daefr shard`") from exc
+
+
+def open_url(url: str) -> IO[bytes]:
+    """Open a shard for reading: local path, ``file://``, ``pipe:CMD`` or any fsspec URL."""
+    if url.startswith("pipe:"):
+        from webdataset.gopen import gopen
+
+        return gopen(url, "rb")  # type: ignore[no-any-return]
+    if _is_local(url):
+        return open(_local_path(url), "rb")
+    import fsspec
+
+    return fsspec.open(url, "rb").open()  # type: ignore[no-any-return]
+
+
+def iter_tar_samples(stream: IO[bytes], name: str) -> Iterator[RawSample]:
+    """Group consecutive tar members by key (text before the first dot of the base name)."""
+    key: str | None = None
+    fields: dict[str, bytes] = {}
+    try:
+        with tarfile.open(fileobj=stream, mode="r|*") as tar:
+            for member in tar:
+                if not member.isfile():
+                    continue
+                directory, _, base = member.name.rpartition("/")
+                stem, dot, ext = base.partition(".")
+                if not dot or stem.startswith("__"):
+                    continue
+                member_key = f"{directory}/{stem}" if directory else stem
+                handle = tar.extractfile(member)
+                data = handle.read() if handle is not None else b""
+                if member_key != key:
+                    if key is not None and fields:
+                        yield key, fields
+                    key, fields = member_key, {}
+                fields[ext.lower()] = data
+    except (tarfile.TarError, OSError, EOFError) as exc:
+        raise SourceReadError(f"shard {name} is unreadable or truncated: {type(exc).__name__}: {exc}") from exc
+    if key is not None and fields:
+        yield key, fields
+
+
+def count_tar_samples(url: str) -> int:
+    """Number of samples in one shard (reads it once; used when no manifest gives the counts)."""
+    with open_url(url) as stream:
+        return sum(1 for _ in iter_tar_samples(stream, url))
+
+
+class ShardSource(Source):
+    """WebDataset tar shards: paths, brace patterns, ``pipe:``, fsspec URLs or a ``daefr shard`` folder."""
+
+    def __init__(self, urls: str | Sequence[str], paired: bool | None = None) -> None:
+        self.spec = urls
+        self._units = expand_shard_urls(urls)
+        self._paired = paired
+
+    @property
+    def paired(self) -> bool:  # type: ignore[override]
+        if self._paired is None:
+            self._paired = self._detect_paired()
+        return self._paired
+
+    def _detect_paired(self) -> bool:
+        for unit in self._units[:1]:
+            try:
+                with open_url(unit.name) as stream:
+                    for _, fields in iter_tar_samples(stream, unit.name):
+                        return any(f in fields for f in LQ_FIELDS)
+            except SourceReadError:
+                return False
+        return False
+
+    def units(self) -> list[Unit]:
+        return list(self._units)
+
+    def read(self, unit: Unit) -> Iterator[RawSample]:
+        try:
+            stream = open_url(unit.name)
+        except (OSError, ValueError) as exc:
+            raise SourceReadError(f"cannot open shard {unit.name}: {exc}") from exc
+        with stream:
+            yield from iter_tar_samples(stream, unit.name)
+
+    def describe(self) -> str:
+        return f"shards {self.spec!r} ({len(self._units)} shards)"
+
+
+# -------------------------------------------------------------------------------------------- folders
+def list_images(root: Path) -> list[Path]:
+    """Image files under ``root`` (recursive), sorted by relative path for a stable order."""
+    if not root.is_dir():
+        raise ConfigError(f"image folder {root} does not exist or is not a directory")
+    found = [p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()]
+    return sorted(found, key=lambda p: p.relative_to(root).as_posix())
+
+
+def key_for(relative: str) -> str:
+    """A WebDataset-safe sample key for a relative path: no extension, no dots, '/' kept."""
+    stem = relative.rsplit(".", 1)[0] if "." in relative.rsplit("/", 1)[-1] else relative
+    return stem.replace(".", "_").replace(" ", "_")
+
+
+class FolderSource(Source):
+    """A folder of face images (searched recursively); each file is one HQ sample."""
+
+    def __init__(self, root: str | os.PathLike[str], cache_in_memory: bool = False) -> None:
+        self.root = Path(root)
+        self.files = list_images(self.root)
+        if not self.files:
+            raise ConfigError(f"no images ({', '.join(IMAGE_SUFFIXES)}) found under {self.root}")
+        self.cache_in_memory = cache_in_memory
+        self._cache: dict[str, bytes] = {}
+
+    def units(self) -> list[Unit]:
+        return [Unit(p.relative_to(self.root).as_posix(), 1) for p in self.files]
+
+    def _bytes(self, rel: str) -> bytes:
+        if rel in self._cache:
+            return self._cache[rel]
+        try:
+            data = (self.root / rel).read_bytes()
+        except OSError as exc:
+            raise SourceReadError(f"{rel}: cannot read ({exc.strerror or exc})") from exc
+        if self.cache_in_memory:
+            self._cache[rel] = data
+        return data
+
+    def read(self, unit: Unit) -> Iterator[RawSample]:
+        ext = unit.name.rsplit(".", 1)[-1].lower()
+        yield key_for(unit.name), {ext: self._bytes(unit.name)}
+
+    def describe(self) -> str:
+        return f"folder {str(self.root)!r} ({len(self.files)} images)"
+
+
+class PairedFolderSource(Source):
+    """A test set with ``lq/`` and ``gt/`` sub-folders holding images of the same names (stems)."""
+
+    paired = True
+
+    def __init__(self, root: str | os.PathLike[str], lq_dir: str = "lq", gt_dir: str = "gt") -> None:
+        self.root = Path(root)
+        lq_root, gt_root = self.root / lq_dir, self.root / gt_dir
+        lq = {key_for(p.relative_to(lq_root).as_posix()): p for p in list_images(lq_root)}
+        gt = {key_for(p.relative_to(gt_root).as_posix()): p for p in list_images(gt_root)}
+        missing = sorted(set(lq) ^ set(gt))
+        if missing:
+            raise ConfigError(
+                f"{self.root}: {len(missing)} images have no partner in {lq_dir}/ and {gt_dir}/ "
+                f"(e.g. {missing[0]!r}); every LQ image needs a GT image with the same name"
+            )
+        self.pairs = {key: (lq[key], gt[key]) for key in sorted(lq)}
+
+    def units(self) -> list[Unit]:
+        return [Unit(key, 1) for key in self.pairs]
+
+    def read(self, unit: Unit) -> Iterator[RawSample]:
+        key = unit.name
+        lq_path, gt_path = self.pairs[key]
+        try:
+            fields = {
+                "lq." + lq_path.suffix.lower().lstrip("."): lq_path.read_bytes(),
+                "hq." + gt_path.suffix.lower().lstrip("."): gt_path.read_bytes(),
+            }
+        except OSError as exc:
+            raise SourceReadError(f"{key}: cannot read ({exc.strerror or exc})") from exc
+        yield key, fields
+
+    def describe(self) -> str:
+        return f"paired folder {str(self.root)!r} ({len(self.pairs)} pairs)"
+
+
+def resolve_source(spec: Any) -> Source:
+    """A :class:`Source` from a path / URL string, a ``datasets`` registry spec or a Source object."""
+    if isinstance(spec, Source):
+        return spec
+    if isinstance(spec, os.PathLike):
+        spec = os.fspath(spec)
+    if isinstance(spec, str):
+        if _is_local(spec) and Path(spec).is_dir():
+            path = Path(spec)
+            if (path / MANIFEST_NAME).is_file() or any(path.glob("*.tar")):
+                return ShardSource(spec)
+            if (path / "lq").is_dir() and (path / "gt").is_dir():
+                return PairedFolderSource(path)
+            return FolderSource(path)
+        return ShardSource(spec)
+    if isinstance(spec, (list, tuple)):
+        return ShardSource([str(s) for s in spec])
+    from daefr.registry import REGISTRY
+
+    built = REGISTRY.build("datasets", spec)
+    if not isinstance(built, Source):
+        raise ConfigError(f"datasets spec {spec!r} built a {type(built).__name__}, not a daefr.data Source")
+    return built
