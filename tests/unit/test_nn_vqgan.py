@@ -58,6 +58,19 @@ def test_quantizer_indices_lookup_loss_and_straight_through() -> None:
         vq.lookup(torch.zeros(4, dtype=torch.long))
 
 
+def test_quantizer_and_association_stay_float32_under_autocast() -> None:
+    torch.manual_seed(0)
+    vq = VectorQuantizer(n_embed=64, embed_dim=8)
+    z = torch.randn(2, 8, 4, 4).bfloat16()
+    reference = vq(z.float())
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = vq(z)
+        assoc = REGISTRY.build("associations", "patch_clip")(z, z.flip(0))
+    assert torch.equal(out.indices, reference.indices) and out.quant.dtype == torch.bfloat16
+    assert out.loss.dtype == torch.float32 and assoc.logits.dtype == torch.float32
+    torch.testing.assert_close(out.loss, reference.loss, rtol=0, atol=0)
+
+
 def test_patchgan_layout_and_output() -> None:
     disc = PatchGANDiscriminator(ndf=8)
     keys = [k for k in disc.state_dict() if k.endswith("weight")]

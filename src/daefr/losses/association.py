@@ -19,6 +19,8 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from daefr.nn.quantizer import float32_region
+
 __all__ = ["AssociationOutput", "PatchCLIPLoss", "patch_tokens"]
 
 
@@ -51,6 +53,9 @@ class PatchCLIPLoss(nn.Module):
     rank keeps gradients for its own tokens only. Every rank must then pass features of the same
     shape. Averaged over ranks, the loss equals the single-process loss on the concatenated batch.
     Without an initialised process group (or with one process) it computes the official loss.
+
+    Under autocast the loss is computed in float32. Loading a state dict (e.g. an official
+    checkpoint's ``logit_scale``) sets the temperature from that state.
     """
 
     logit_scale: Tensor
@@ -71,8 +76,12 @@ class PatchCLIPLoss(nn.Module):
         """(B, C, h, w) HQ and LQ features -> AssociationOutput (scalar losses, (N, N) logits)."""
         if hq_feat.shape != lq_feat.shape:
             raise ValueError(f"HQ features {tuple(hq_feat.shape)} and LQ features {tuple(lq_feat.shape)} differ")
+        with float32_region(hq_feat):  # low-precision logits would blur the 1e-3-level differences
+            return self._loss(hq_feat.float(), lq_feat.float())
+
+    def _loss(self, hq_feat: Tensor, lq_feat: Tensor) -> AssociationOutput:
         hq_n, lq_n = patch_tokens(hq_feat), patch_tokens(lq_feat)
-        scale = self.logit_scale.exp()
+        scale = self.logit_scale.float().exp()
         if self.gather_negatives and dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
             hq_all, lq_all = _gather_with_local_grad(hq_n), _gather_with_local_grad(lq_n)
             offset = dist.get_rank() * hq_n.shape[0]

