@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-BAD_FILES = ("bad_text.png", "empty.jpg", "truncated.png", "tiny.png", "cmyk.jpg")
+BAD_FILES = ("bad_text.png", "empty.jpg", "truncated.png", "tiny.png", "folder.jpg", "loop.png")
 
 
 def make_image_folder(root: Path, n_good: int = 12, size: int = 32, bad: bool = True, seed: int = 0) -> dict[str, np.ndarray]:
@@ -35,7 +35,8 @@ def make_image_folder(root: Path, n_good: int = 12, size: int = 32, bad: bool = 
         data = (root / "face000.png").read_bytes()
         (root / "truncated.png").write_bytes(data[: len(data) // 2])
         Image.fromarray(rng.integers(0, 256, (4, 4, 3), dtype=np.uint8)).save(root / "tiny.png")
-        Image.new("CMYK", (size, size), (10, 20, 30, 40)).save(root / "cmyk.jpg")
+        (root / "folder.jpg").mkdir()
+        (root / "loop.png").symlink_to("loop.png")
     return expected
 
 

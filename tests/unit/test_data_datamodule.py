@@ -63,8 +63,8 @@ def test_plain_folder_source_skips_bad_files_with_counter(corpus: Any) -> None:
     dataset = FaceDataset(FolderSource(src), 4, 32, name="val", max_corrupt_fraction=0.5)
     batches = list(_loader(dataset))
     assert sorted(k for b in batches for k in b["key"]) == sorted(expected)
-    assert batches[-1][STATS_KEY].tolist() == [1, 0, len(expected) + 5, 5]
-    with pytest.raises(CorruptDataError, match=r"5 of 19 samples .* above max_corrupt_fraction=0.1"):
+    assert batches[-1][STATS_KEY].tolist() == [1, 0, len(expected) + 4, 4]  # folder.jpg and loop.png are not files
+    with pytest.raises(CorruptDataError, match=r"4 of 18 samples .* above max_corrupt_fraction=0.1"):
         list(_loader(FaceDataset(FolderSource(src), 4, 32, name="val", max_corrupt_fraction=0.1)))
 
 

@@ -1,10 +1,15 @@
-"""``daefr shard SRC OUT``: turn a folder (or list file) of face images into WebDataset tar shards."""
+"""``daefr shard SRC OUT``: turn a folder (or list file) of face images into WebDataset tar shards.
+
+Exit code: 0 when every input was sharded, 1 when some files were skipped (each listed with its reason
+on stderr and in ``manifest.json``) or nothing usable was found.
+"""
 
 from __future__ import annotations
 
 import argparse
 import os
 import sys
+import time
 
 NAME = "shard"
 HELP = "write WebDataset shards (+ manifest.json) from a folder or list of face images"
@@ -28,7 +33,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="png: lossless re-encode (default); source: the original file bytes")
     parser.add_argument("--maxcount", type=int, default=1000, help="samples per shard at most (default 1000)")
     parser.add_argument("--maxsize", type=_size, default=1 << 30,
-                        help="bytes per shard at most, e.g. 512M (default 1G)")
+                        help="bytes per shard file at most, e.g. 512M (default 1G); a shard holds at least one sample")
     parser.add_argument("--min-size", type=int, default=16,
                         help="skip images whose shorter side is below this (default 16)")
     parser.add_argument("--prefix", default="shard", help="shard file name prefix (default 'shard')")
@@ -45,6 +50,9 @@ def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from daefr.data.shards import ShardOptions, write_shards
+    from daefr.utils.batch import BatchFailure, BatchSummary
+
+    started = time.perf_counter()
 
     options = ShardOptions(size=args.size, store=args.store, maxcount=args.maxcount, maxsize=args.maxsize,
                            min_size=args.min_size, prefix=args.prefix, workers=max(1, args.workers))
@@ -54,12 +62,14 @@ def run(args: argparse.Namespace) -> int:
 
     manifest = write_shards(Path(args.src), Path(args.out), options,
                             paired=True if args.paired else None, progress=bar)
-    skipped = manifest["skipped"]
-    for entry in skipped:
-        print(f"skipped {entry['file']}: {entry['reason']}", file=sys.stderr)
+    summary = BatchSummary(
+        ok=manifest["total"],
+        failures=tuple(BatchFailure(e["file"], e["reason"]) for e in manifest["skipped"]),
+        seconds=time.perf_counter() - started,
+    )
+    print(summary.report("images sharded"), file=sys.stderr)
     print(f"wrote {manifest['total']} samples in {len(manifest['shards'])} shards to {args.out} "
-          f"({manifest['pattern']}); {len(skipped)} files skipped; manifest: {Path(args.out) / 'manifest.json'}")
+          f"({manifest['pattern']}); {summary.failed} files skipped (listed in {Path(args.out) / 'manifest.json'})")
     if manifest["total"] == 0:
         print("daefr shard: error: no usable images", file=sys.stderr)
-        return 1
-    return 3 if skipped else 0
+    return summary.exit_code if manifest["total"] else 1

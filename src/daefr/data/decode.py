@@ -28,7 +28,7 @@ def decode_rgb(data: bytes, name: str = "") -> Image.Image:
         raise ImageReadError(f"{prefix}empty file (0 bytes)")
     try:
         with PILImage.open(io.BytesIO(data)) as image:
-            if image.mode not in ("RGB", "L", "RGBA", "LA", "P"):
+            if image.mode not in ("RGB", "L", "1", "RGBA", "LA", "P", "CMYK", "YCbCr"):
                 raise ImageReadError(f"{prefix}unsupported mode {image.mode} (need 8-bit RGB or gray)")
             image.load()
             return image.convert("RGB")

@@ -14,14 +14,13 @@ import io
 import json
 import os
 import tarfile
-import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from daefr.data.decode import decode_rgb, resize_center_crop
+from daefr.data.decode import resize_center_crop
 from daefr.data.sources import IMAGE_SUFFIXES, MANIFEST_NAME, key_for, list_images
 from daefr.errors import ConfigError, ImageReadError
 
@@ -88,14 +87,14 @@ def collect_inputs(src: Path, paired: bool | None = None) -> tuple[list[InputIte
     if paired is None:
         paired = (src / "lq").is_dir() and (src / "gt").is_dir()
     if not paired:
-        files = list_images(src)
+        files = list_images(src, include_unusable=True)
         items = [InputItem(key_for(p.relative_to(src).as_posix()), p.relative_to(src).as_posix(),
                            {"hq": str(p)}) for p in files]
         if not items:
             raise ConfigError(f"no images ({', '.join(IMAGE_SUFFIXES)}) found under {src}")
         return _unique_keys(items), []
-    lq = {key_for(p.relative_to(src / "lq").as_posix()): p for p in list_images(src / "lq")}
-    gt = {key_for(p.relative_to(src / "gt").as_posix()): p for p in list_images(src / "gt")}
+    lq = {key_for(p.relative_to(src / "lq").as_posix()): p for p in list_images(src / "lq", True)}
+    gt = {key_for(p.relative_to(src / "gt").as_posix()): p for p in list_images(src / "gt", True)}
     skipped = [{"file": f"lq/{lq[k].relative_to(src / 'lq').as_posix()}", "reason": "no GT image with this name"}
                for k in sorted(set(lq) - set(gt))]
     skipped += [{"file": f"gt/{gt[k].relative_to(src / 'gt').as_posix()}", "reason": "no LQ image with this name"}
@@ -149,25 +148,26 @@ def process_item(item: InputItem, options: ShardOptions) -> Processed:
 
 
 def _encode(path: str, options: ShardOptions) -> tuple[str, dict[str, Any]]:
-    try:
-        data = Path(path).read_bytes()
-    except IsADirectoryError as exc:
-        raise ImageReadError("is a directory, not an image file") from exc
-    except OSError as exc:
-        raise ImageReadError(f"cannot read ({exc.strerror or type(exc).__name__})") from exc
     from PIL import Image as PILImage
 
-    image = decode_rgb(data)
-    with PILImage.open(io.BytesIO(data)) as probe:  # decodable, so it opens: get the source mode/format
-        source_mode, source_format = probe.mode, (probe.format or "").lower()
-    width, height = image.size
-    if min(width, height) < options.min_size:
-        raise ImageReadError(f"too small ({width}x{height}, need at least {options.min_size} px a side)")
+    from daefr.utils.images import read_image
+
+    try:
+        rgb = read_image(path, min_size=options.min_size)
+        data = Path(path).read_bytes() if options.store == "source" else b""
+        with PILImage.open(path) as probe:  # header only: the source mode and format for the metadata
+            source_mode, source_format = probe.mode, (probe.format or "").lower()
+    except ImageReadError as exc:
+        message = str(exc)
+        raise ImageReadError(message[len(path) + 2:] if message.startswith(f"{path}: ") else message) from None
+    except OSError as exc:
+        raise ImageReadError(f"cannot read ({exc.strerror or type(exc).__name__})") from None
+    height, width = rgb.shape[:2]
     info: dict[str, Any] = {"orig_width": width, "orig_height": height, "orig_mode": source_mode}
     if options.store == "source":
         suffix = {"jpeg": "jpg"}.get(source_format, source_format) or Path(path).suffix.lower().lstrip(".")
         return suffix, {**info, "width": width, "height": height, "data": data}
-    image = resize_center_crop(image, options.size)
+    image = resize_center_crop(PILImage.fromarray(rgb), options.size)
     buffer = io.BytesIO()
     image.save(buffer, format="PNG", compress_level=6)
     return "png", {**info, "width": image.size[0], "height": image.size[1], "data": buffer.getvalue()}
@@ -189,13 +189,14 @@ def _tar_member_size(payload: int) -> int:
 
 
 class _ShardFile:
-    """One tar shard written to a temporary file, renamed into place when complete."""
+    """One tar shard written to a temporary file beside it, published by rename when complete."""
 
     def __init__(self, out_dir: Path, name: str) -> None:
+        from daefr.utils.io import atomic_open
+
         self.final = out_dir / name
-        fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=out_dir)
-        self.tmp = Path(tmp)
-        self.handle = os.fdopen(fd, "wb")
+        self._writer = atomic_open(self.final, "wb")
+        self.handle = self._writer.__enter__()
         self.tar = tarfile.open(fileobj=self.handle, mode="w", format=tarfile.PAX_FORMAT)
         self.count = 0
         self.size = 2 * TAR_BLOCK  # end-of-archive blocks
@@ -213,17 +214,14 @@ class _ShardFile:
 
     def close(self) -> dict[str, Any]:
         self.tar.close()
-        self.handle.flush()
-        os.fsync(self.handle.fileno())
-        self.handle.close()
-        os.replace(self.tmp, self.final)
+        self._writer.__exit__(None, None, None)
         return {"name": self.final.name, "count": self.count, "bytes": self.final.stat().st_size,
                 "sha256": sha256_file(self.final)}
 
     def abort(self) -> None:
         self.tar.close()
-        self.handle.close()
-        self.tmp.unlink(missing_ok=True)
+        error = RuntimeError("shard writing aborted")
+        self._writer.__exit__(type(error), error, None)  # removes the temporary file
 
 
 def _on_disk(size: int) -> int:
@@ -312,12 +310,6 @@ def _brace_pattern(prefix: str, n: int) -> str:
 
 
 def _write_json_atomic(path: Path, data: Any) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump(data, handle, indent=1, sort_keys=True)
-            handle.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    from daefr.utils.io import atomic_write_text
+
+    atomic_write_text(path, json.dumps(data, indent=1, sort_keys=True) + "\n")

@@ -189,11 +189,18 @@ class ShardSource(Source):
 
 
 # -------------------------------------------------------------------------------------------- folders
-def list_images(root: Path) -> list[Path]:
-    """Image files under ``root`` (recursive), sorted by relative path for a stable order."""
+def list_images(root: Path, include_unusable: bool = False) -> list[Path]:
+    """Image files under ``root`` (recursive, hidden names skipped), sorted by relative path.
+
+    ``include_unusable`` also lists entries named like images that are not regular files (folders,
+    broken links, symlink loops), so that a caller can report them instead of silently skipping them.
+    """
     if not root.is_dir():
         raise ConfigError(f"image folder {root} does not exist or is not a directory")
-    found = [p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()]
+    found = [
+        p for p in root.rglob("*")
+        if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".") and (include_unusable or p.is_file())
+    ]
     return sorted(found, key=lambda p: p.relative_to(root).as_posix())
 
 
