@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from daefr.interop.keymap import CODEBOOK_STAGE_KEYMAP, load_official
+from daefr.interop.official_reader import read_official_checkpoint
 from daefr.models.presets import build_vqgan
 from daefr.models.vqgan import VQGAN
 from daefr.nn.patchgan import PatchGANDiscriminator
@@ -105,8 +106,7 @@ def test_vqgan_tiny_fused_attention_deviation_is_small(model: VQGAN, ref: dict[s
 
 def test_pl108_checkpoint_loads_and_reproduces(parity_dir: Path, meta: dict[str, Any],
                                                 ref: dict[str, torch.Tensor]) -> None:
-    reader = pytest.importorskip("daefr.interop.official_reader")
-    state = reader.read_official_checkpoint(parity_dir / "vqgan_tiny_pl108.ckpt")
+    state = read_official_checkpoint(parity_dir / "vqgan_tiny_pl108.ckpt")
     vqgan, disc = _tiny_from_meta(meta)
     report = load_official(CODEBOOK_STAGE_KEYMAP, state, {"vqgan": vqgan, "discriminator": disc},
                            context="vqgan_tiny_pl108.ckpt")
