@@ -152,49 +152,65 @@ def test_protocol4_stack_global_pickle_refused(tmp_path: Path) -> None:
     assert not marker.exists()
 
 
-def test_lightning_instance_becomes_inert_standin(tmp_path: Path) -> None:
+_FAKE_MODULE = "pytorch_lightning.daefr_test_fake"
+
+
+class Thing:
+    """Pretends to be a Lightning class; its __setstate__ would create a marker file if it ever ran."""
+
+    __module__ = _FAKE_MODULE
+
+    def __init__(self, marker: str) -> None:
+        self.lr = 0.5
+        self.marker = marker
+
+    def __setstate__(self, state: dict) -> None:  # type: ignore[type-arg]
+        Path(state["marker"]).write_text("ran")
+
+
+class AttributeDict(dict):  # type: ignore[type-arg]
+    """Pretends to be Lightning's AttributeDict."""
+
+    __module__ = _FAKE_MODULE
+
+
+def _fake_lightning(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make Thing/AttributeDict pickle by reference from ``pytorch_lightning.daefr_test_fake`` (no import)."""
+    import types
+
+    module = types.ModuleType(_FAKE_MODULE)
+    module.Thing = Thing  # type: ignore[attr-defined]
+    module.AttributeDict = AttributeDict  # type: ignore[attr-defined]
+    parent = sys.modules.get("pytorch_lightning") or types.ModuleType("pytorch_lightning")
+    monkeypatch.setitem(sys.modules, "pytorch_lightning", parent)
+    monkeypatch.setitem(sys.modules, _FAKE_MODULE, module)
+
+
+def test_lightning_instance_becomes_inert_standin(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Pickled instances of (pretend) Lightning classes load as inert stand-ins holding their data."""
-    pkg = tmp_path / "fake_pl" / "pytorch_lightning"
-    (pkg / "utilities").mkdir(parents=True)
-    (pkg / "__init__.py").write_text("")
-    (pkg / "utilities" / "__init__.py").write_text("")
-    (pkg / "utilities" / "parsing.py").write_text(
-        "import os\n"
-        "class Thing:\n"
-        "    def __init__(self):\n        self.lr = 0.5\n"
-        "    def __setstate__(self, state):\n        os.system('touch ' + state['marker'])\n"
-        "class AttributeDict(dict):\n    pass\n"
-    )
     marker = tmp_path / "PWNED"
     good, bad, legacy = tmp_path / "hp.ckpt", tmp_path / "hp_dict.ckpt", tmp_path / "legacy.ckpt"
-    script = (
-        "import sys, torch; sys.path.insert(0, sys.argv[1]);"
-        "from pytorch_lightning.utilities.parsing import Thing, AttributeDict;"
-        "t = Thing(); t.marker = sys.argv[4];"
-        "torch.save({'hyper_parameters': t, 'state_dict': {'w': torch.ones(3)}}, sys.argv[2]);"
-        "torch.save({'hyper_parameters': AttributeDict(lr=0.5)}, sys.argv[3]);"
-        "torch.save({'callbacks': {Thing: {'k': 1}}, 'state_dict': {'w': torch.zeros(2)}}, sys.argv[5],"
-        " _use_new_zipfile_serialization=False)"
-    )
-    subprocess.run(
-        [sys.executable, "-c", script, str(pkg.parent), str(good), str(bad), str(marker), str(legacy)],
-        check=True,
-        timeout=120,
-    )
+    with monkeypatch.context() as patch:
+        _fake_lightning(patch)
+        torch.save({"hyper_parameters": Thing(str(marker)), "state_dict": {"w": torch.ones(3)}}, good)
+        torch.save({"hyper_parameters": AttributeDict(lr=0.5)}, bad)
+        torch.save({"callbacks": {Thing: {"k": 1}}, "state_dict": {"w": torch.zeros(2)}}, legacy,
+                   _use_new_zipfile_serialization=False)
+    assert b"pytorch_lightning.daefr_test_fake" in legacy.read_bytes()
     ckpt = read_official_file(good)
     hp = ckpt["hyper_parameters"]
-    assert isinstance(hp, LightningStandIn)
-    assert type(hp) is standin_for("pytorch_lightning.utilities.parsing.Thing")
-    assert hp.lr == 0.5
+    assert isinstance(hp, LightningStandIn) and not isinstance(hp, Thing)
+    assert type(hp) is standin_for(f"{_FAKE_MODULE}.Thing")
+    assert hp.lr == 0.5 and hp.marker == str(marker)
     assert torch.equal(read_official_checkpoint(good)["w"], torch.ones(3))
     assert not marker.exists()  # the real class's __setstate__ never ran
-    # Documented limitation: a Lightning dict subclass instance cannot be rebuilt; one clear line.
+    # Documented limitation: a Lightning dict-subclass instance cannot be rebuilt; one clear line.
     with pytest.raises(CheckpointError) as info:
         read_official_file(bad)
     assert "AttributeDict" in str(info.value) and "\n" not in str(info.value)
     # Legacy (non-zip) format: the Lightning class is found by retrying, and stood in for.
     old = read_official_file(legacy)
-    assert list(old["callbacks"]) == [standin_for("pytorch_lightning.utilities.parsing.Thing")]
+    assert list(old["callbacks"]) == [standin_for(f"{_FAKE_MODULE}.Thing")]
     assert torch.equal(read_official_checkpoint(legacy)["w"], torch.zeros(2))
 
 
