@@ -97,6 +97,10 @@ def test_load_reports_unexpected_missing_and_mismatched_keys() -> None:
         load_official(keymap, wrong, {"net": fresh})
     assert not torch.all(fresh[0].weight == 0.5)  # strict: nothing copied before the check
 
+    clash = KeyMap("clash", [("vqvae.", "net."), ("old.", "net.")])
+    with pytest.raises(CheckpointError, match=r"map to one key: 1: net.0.bias <- vqvae.0.bias \+ old.0.bias"):
+        load_official(clash, {**state, "old.0.bias": torch.zeros(4)}, {"net": fresh})
+
     report = load_official(keymap, partial, {"net": fresh}, strict=False)
     assert report.missing == ["net.0.bias"] and torch.all(fresh[0].weight == 0.5)
 

@@ -73,11 +73,12 @@ class MappingReport:
     missing: list[str] = field(default_factory=list)
     shape_mismatches: dict[str, tuple[Shape, Shape]] = field(default_factory=dict)
     not_loaded: dict[str, str] = field(default_factory=dict)
+    conflicts: dict[str, list[str]] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
-        """True when nothing is unmatched, missing or of the wrong shape."""
-        return not (self.unmatched or self.missing or self.shape_mismatches)
+        """True when nothing is unmatched, missing, of the wrong shape or mapped twice."""
+        return not (self.unmatched or self.missing or self.shape_mismatches or self.conflicts)
 
     def summary(self) -> str:
         """One line per non-empty category, with up to five example keys each."""
@@ -102,6 +103,9 @@ class MappingReport:
         if self.shape_mismatches:
             items = [f"{k} {list(a)} vs ours {list(b)}" for k, (a, b) in self.shape_mismatches.items()]
             lines.append(f"  shape mismatches: {len(items)}: {sample(items)}")
+        if self.conflicts:
+            items = [f"{k} <- {' + '.join(v)}" for k, v in self.conflicts.items()]
+            lines.append(f"  several official keys map to one key: {len(items)}: {sample(items)}")
         return "\n".join(lines)
 
     def raise_if_incomplete(self, context: str = "checkpoint") -> None:
@@ -152,7 +156,7 @@ class KeyMap:
     def report(self, source: Mapping[str, Shape], target: Mapping[str, Shape] | None = None) -> MappingReport:
         """Check official ``{key: shape}`` against our ``{key: shape}`` (``None``: only rename and classify)."""
         rep = MappingReport(self.name)
-        provided: set[str] = set()
+        provided: dict[str, str] = {}
         for key, shape in source.items():
             rule = self.rule_for(key)
             if rule is None:
@@ -162,7 +166,9 @@ class KeyMap:
             if ours is None:
                 rep.ignored[key] = rule.note or f"dropped by rule {rule.source!r}"
                 continue
-            provided.add(ours)
+            if ours in provided:
+                rep.conflicts.setdefault(ours, [provided[ours]]).append(key)
+            provided[ours] = key
             if not rule.shape_checked:
                 rep.name_only[key] = ours
                 continue
