@@ -67,3 +67,63 @@ def write_random_lpips_weights(
     torch.save(lin_sd, paths.lin)
     torch.save({"state_dict": official, "global_step": 0}, paths.official)
     return paths
+
+
+def write_random_fid_inception_weights(path: str | os.PathLike[str], seed: int = 0) -> Path:
+    """Write a random FID Inception in pytorch-fid's ``pt_inception-2015-12-05-6726825d.pth`` layout.
+
+    Full size (the architecture is fixed, ~95 MB): conv weights He-scaled, BatchNorm identity-like,
+    plus the 1008-class ``fc`` head that the real file carries.
+    """
+    from daefr.metrics.inception import FIDInceptionV3
+
+    gen = torch.Generator().manual_seed(seed)
+    state: dict[str, torch.Tensor] = {}
+    for key, value in FIDInceptionV3().state_dict().items():
+        if key.endswith("num_batches_tracked"):
+            continue
+        if key.endswith("conv.weight"):
+            fan_in = value[0].numel()
+            state[key] = torch.randn(value.shape, generator=gen) * (2.0 / fan_in) ** 0.5
+        elif key.endswith("running_var"):
+            state[key] = 1.0 + 0.1 * torch.rand(value.shape, generator=gen)
+        elif key.endswith("running_mean") or key.endswith("bn.bias"):
+            state[key] = 0.05 * torch.randn(value.shape, generator=gen)
+        else:  # bn.weight
+            state[key] = 1.0 + 0.05 * torch.randn(value.shape, generator=gen)
+    state["fc.weight"] = torch.randn(1008, 2048, generator=gen) * 0.01
+    state["fc.bias"] = torch.zeros(1008)
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(state, out)
+    return out
+
+
+def write_random_arcface_weights(
+    path: str | os.PathLike[str],
+    widths: Sequence[int] = (4, 8, 8, 16),
+    embed_dim: int = 32,
+    seed: int = 0,
+    dataparallel_prefix: bool = True,
+) -> Path:
+    """Write a random ArcFace ResNet-18 in the arcface-pytorch ``resnet18_110.pth`` layout.
+
+    ``dataparallel_prefix`` keeps the ``module.`` key prefix of the published file; tiny widths by
+    default (``widths=(64, 128, 256, 512), embed_dim=512`` gives the real shapes).
+    """
+    from daefr.metrics.arcface import ArcFaceResNet
+
+    torch.manual_seed(seed)
+    model = ArcFaceResNet(widths, embed_dim=embed_dim)
+    gen = torch.Generator().manual_seed(seed)
+    state: dict[str, torch.Tensor] = {}
+    for key, value in model.state_dict().items():
+        if key.endswith("running_var"):
+            value = 1.0 + 0.1 * torch.rand(value.shape, generator=gen)
+        elif key.endswith("running_mean"):
+            value = 0.05 * torch.randn(value.shape, generator=gen)
+        state[("module." if dataparallel_prefix else "") + key] = value
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(state, out)
+    return out

