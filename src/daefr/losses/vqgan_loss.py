@@ -1,0 +1,187 @@
+"""VQGAN training loss: pixel (L1) + LPIPS + adaptive-weight hinge PatchGAN + VQ loss (DAEFR codebook stages).
+
+Generator objective (taming-transformers / DAEFR ``VQLPIPSWithDiscriminator`` semantics)::
+
+    nll   = mean(pixel_weight * |x - x_rec|) + perceptual_weight * mean(LPIPS(x, x_rec))
+    g     = -mean(D(x_rec))
+    w     = clamp(|grad_last(nll)| / (|grad_last(g)| + 1e-4), 0, 1e4) * disc_weight    (detached)
+    loss  = nll + w * disc_factor(step) * g + codebook_weight * codebook_loss
+
+with ``disc_factor(step) = 0`` before ``disc_start`` (so the GAN term, and the discriminator update, are off
+until then). ``grad_last`` is the gradient at the decoder's last layer weight. Discriminator objective
+(hinge): ``disc_factor * 0.5 * (mean(relu(1 - D(x))) + mean(relu(1 + D(x_rec))))``.
+
+Before ``disc_start`` the discriminator is not evaluated at all (the official code evaluates it and
+multiplies by 0, which changes nothing but the BatchNorm running statistics of the discriminator).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from daefr.errors import ConfigError, WeightsNotFoundError
+from daefr.registry import REGISTRY
+
+DEFAULT_DISCRIMINATOR: dict[str, Any] = {"name": "patchgan"}
+
+
+def hinge_d_loss(logits_real: torch.Tensor, logits_fake: torch.Tensor) -> torch.Tensor:
+    """Hinge discriminator loss on logits of any shape; scalar."""
+    return 0.5 * (F.relu(1.0 - logits_real).mean() + F.relu(1.0 + logits_fake).mean())
+
+
+def vanilla_d_loss(logits_real: torch.Tensor, logits_fake: torch.Tensor) -> torch.Tensor:
+    """Non-saturating (softplus) discriminator loss; scalar."""
+    return 0.5 * (F.softplus(-logits_real).mean() + F.softplus(logits_fake).mean())
+
+
+def adaptive_gan_weight(
+    nll_loss: torch.Tensor, g_loss: torch.Tensor, last_layer: torch.Tensor, max_weight: float = 1e4
+) -> torch.Tensor:
+    """Grad-norm ratio ``|dnll/dW| / (|dg/dW| + 1e-4)`` at ``last_layer``, clamped to [0, max_weight], detached."""
+    nll_grads = torch.autograd.grad(nll_loss, last_layer, retain_graph=True)[0]
+    g_grads = torch.autograd.grad(g_loss, last_layer, retain_graph=True)[0]
+    ratio = torch.linalg.vector_norm(nll_grads.float()) / (torch.linalg.vector_norm(g_grads.float()) + 1e-4)
+    return ratio.clamp(0.0, max_weight).detach()
+
+
+class VQGANLoss(nn.Module):
+    """L1 + LPIPS + adaptive hinge PatchGAN + codebook loss for one VQGAN autoencoder.
+
+    Args:
+        disc_start: generator step at which the GAN term and discriminator updates switch on.
+        disc_weight: factor on the adaptive weight (0.8 in DAEFR).
+        disc_factor: value of the GAN factor once active.
+        codebook_weight: factor on the quantizer loss.
+        pixel_weight: factor on the pixel loss.
+        perceptual_weight: factor on LPIPS; 0 disables it (no weights file needed).
+        perceptual: ``losses`` spec of the perceptual loss (default ``{name: lpips}``) or ``None`` to disable;
+            its weight files must exist (a missing one raises ``WeightsNotFoundError`` naming it).
+        pixel_loss: ``losses`` spec replacing the L1 pixel loss (e.g. ``{name: charbonnier}``); None = L1.
+        discriminator: ``discriminators`` spec (default ``{name: patchgan}``).
+        disc_loss: ``hinge`` (official) or ``vanilla``.
+    """
+
+    def __init__(
+        self,
+        disc_start: int = 30001,
+        disc_weight: float = 0.8,
+        disc_factor: float = 1.0,
+        codebook_weight: float = 1.0,
+        pixel_weight: float = 1.0,
+        perceptual_weight: float = 1.0,
+        perceptual: Mapping[str, Any] | str | None = None,
+        pixel_loss: Mapping[str, Any] | str | None = None,
+        discriminator: Mapping[str, Any] | str | None = None,
+        disc_loss: Literal["hinge", "vanilla"] = "hinge",
+        max_adaptive_weight: float = 1e4,
+    ) -> None:
+        super().__init__()
+        if disc_loss not in ("hinge", "vanilla"):
+            raise ConfigError(f"disc_loss must be 'hinge' or 'vanilla', got {disc_loss!r}")
+        self.disc_start = int(disc_start)
+        self.disc_weight = float(disc_weight)
+        self.disc_factor = float(disc_factor)
+        self.codebook_weight = float(codebook_weight)
+        self.pixel_weight = float(pixel_weight)
+        self.max_adaptive_weight = float(max_adaptive_weight)
+        self.disc_loss_name = disc_loss
+        self._d_loss_fn = hinge_d_loss if disc_loss == "hinge" else vanilla_d_loss
+        use_perceptual = perceptual_weight > 0 and perceptual is not None
+        self.perceptual_weight = float(perceptual_weight) if use_perceptual else 0.0
+        self.perceptual: nn.Module | None = build_perceptual(perceptual) if use_perceptual else None
+        self.pixel_loss: nn.Module | None = REGISTRY.build("losses", pixel_loss) if pixel_loss is not None else None
+        self.discriminator: nn.Module = REGISTRY.build("discriminators", discriminator or DEFAULT_DISCRIMINATOR)
+
+    def train(self, mode: bool = True) -> VQGANLoss:
+        """Switch train/eval mode; the frozen perceptual network always stays in eval mode."""
+        super().train(mode)
+        if self.perceptual is not None:
+            self.perceptual.eval()
+        return self
+
+    # ----- helpers -------------------------------------------------------------------------------
+    def gan_active(self, global_step: int) -> bool:
+        """Whether the GAN term and discriminator update are on at this generator step."""
+        return self.disc_factor > 0 and global_step >= self.disc_start
+
+    def _pixel(self, target: torch.Tensor, recon: torch.Tensor) -> torch.Tensor:
+        if self.pixel_loss is None:
+            return (target - recon).abs().mean()
+        return self.pixel_loss(recon, target)
+
+    # ----- objectives ----------------------------------------------------------------------------
+    def generator_loss(
+        self,
+        codebook_loss: torch.Tensor,
+        target: torch.Tensor,
+        recon: torch.Tensor,
+        global_step: int,
+        last_layer: torch.Tensor | None,
+        split: str = "train",
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Autoencoder loss for (B, 3, H, W) ``target``/``recon`` in [-1, 1]; returns (scalar, log dict)."""
+        rec = self.pixel_weight * self._pixel(target.contiguous(), recon.contiguous())
+        nll = rec
+        logs: dict[str, torch.Tensor] = {}
+        if self.perceptual is not None:
+            p_loss = self.perceptual(target.contiguous(), recon.contiguous()).mean()
+            nll = nll + self.perceptual_weight * p_loss
+            logs[f"{split}/p_loss"] = p_loss.detach()
+        cb = codebook_loss.mean()
+        loss = nll + self.codebook_weight * cb
+        zero = torch.zeros((), device=target.device)
+        g_loss, d_weight = zero, zero
+        active = self.gan_active(global_step)
+        if active:
+            g_loss = -self.discriminator(recon.contiguous()).mean()
+            if last_layer is not None and torch.is_grad_enabled() and last_layer.requires_grad:
+                d_weight = adaptive_gan_weight(nll, g_loss, last_layer, self.max_adaptive_weight)
+            d_weight = d_weight * self.disc_weight
+            loss = loss + d_weight * self.disc_factor * g_loss
+        logs.update({
+            f"{split}/rec_loss": rec.detach(),
+            f"{split}/nll_loss": nll.detach(),
+            f"{split}/quant_loss": cb.detach(),
+            f"{split}/g_loss": g_loss.detach(),
+            f"{split}/d_weight": d_weight.detach(),
+            f"{split}/disc_factor": torch.tensor(self.disc_factor if active else 0.0),
+            f"{split}/total_loss": loss.detach(),
+        })
+        return loss, logs
+
+    def discriminator_loss(
+        self, target: torch.Tensor, recon: torch.Tensor, global_step: int, split: str = "train"
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Discriminator loss on real ``target`` and detached ``recon``; returns (scalar, log dict)."""
+        logits_real = self.discriminator(target.contiguous().detach())
+        logits_fake = self.discriminator(recon.contiguous().detach())
+        factor = self.disc_factor if self.gan_active(global_step) else 0.0
+        d_loss = factor * self._d_loss_fn(logits_real, logits_fake)
+        return d_loss, {
+            f"{split}/disc_loss": d_loss.detach(),
+            f"{split}/logits_real": logits_real.detach().mean(),
+            f"{split}/logits_fake": logits_fake.detach().mean(),
+        }
+
+
+def build_perceptual(spec: Mapping[str, Any] | str | None) -> nn.Module:
+    """Build the frozen perceptual loss from a ``losses`` spec; missing weight files raise a clear error."""
+    spec = {"name": "lpips"} if spec is None else spec
+    try:
+        module: nn.Module = REGISTRY.build("losses", spec)
+    except FileNotFoundError as exc:
+        if isinstance(exc, WeightsNotFoundError):
+            raise
+        raise WeightsNotFoundError(
+            f"perceptual loss weights file not found ({exc}); provide it or set `perceptual_weight: 0`"
+        ) from exc
+    module.eval()
+    for param in module.parameters():
+        param.requires_grad_(False)
+    return module

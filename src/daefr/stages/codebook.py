@@ -1,0 +1,138 @@
+"""``CodebookStage``: learn a VQGAN codebook on HQ faces (HQ codebook) or on degraded faces (LQ codebook).
+
+Per optimizer step: generator update with L1 + LPIPS + adaptive hinge GAN + VQ loss
+(:class:`daefr.losses.vqgan_loss.VQGANLoss`), then, from ``disc_start`` on, a discriminator update on the
+same batch (real = target, fake = the detached reconstruction). The official code recomputes the
+reconstruction with the updated generator for the discriminator update; we reuse it (one forward less).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import torch
+from lightning.pytorch.utilities import rank_zero_info
+from torch import nn
+
+from daefr.errors import ConfigError
+from daefr.models.vqgan import VQGAN
+from daefr.registry import REGISTRY
+from daefr.stages.base import TrainingStage
+from daefr.stages.init_weights import init_autoencoder
+from daefr.stages.reporting import CodeUsage, ImageQuality, log_panel, make_panel
+
+DEFAULT_LOSS: dict[str, Any] = {"name": "vqgan"}
+
+
+def split_special(named: list[tuple[str, nn.Parameter]], rule: str) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
+    """Split parameters into (normal, special) by the official rule: ``decoder_attn`` or ``decoder``."""
+    normal: list[nn.Parameter] = []
+    special: list[nn.Parameter] = []
+    for name, p in named:
+        if not p.requires_grad:
+            continue
+        if rule == "decoder_attn":
+            is_special = "decoder" in name and "attn" in name
+        else:
+            is_special = "decoder" in name or "post_quant_conv" in name
+        (special if is_special else normal).append(p)
+    return normal, special
+
+
+class CodebookStage(TrainingStage):
+    """Codebook learning (DAEFR stage 1), run once with ``target: hq`` and once with ``target: lq``.
+
+    Args:
+        encoder, decoder, codebook: registry specs (groups ``encoders``, ``decoders``, ``codebooks``).
+        loss: ``losses`` spec of the VQGAN loss (default ``{name: vqgan}``: official weights, LPIPS on).
+        target: ``hq`` reconstructs ``batch["hq"]``; ``lq`` reconstructs the degraded ``batch["lq"]``.
+        init_from: checkpoint (ours or official) to start from; its autoencoder and discriminator load.
+        special_params_lr_scale: LR factor of the decoder attention parameters (official 1.0).
+        **kwargs: optimisation options of :class:`daefr.stages.base.TrainingStage`.
+    """
+
+    def __init__(
+        self,
+        encoder: dict[str, Any] | str = "vqgan",
+        decoder: dict[str, Any] | str = "vqgan",
+        codebook: dict[str, Any] | str = "vq",
+        loss: dict[str, Any] | None = None,
+        target: Literal["hq", "lq"] = "hq",
+        init_from: str | None = None,
+        special_params_lr_scale: float = 1.0,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        if target not in ("hq", "lq"):
+            raise ConfigError(f"target must be 'hq' or 'lq', got {target!r}")
+        self.save_hyperparameters()
+        self.target = target
+        self.special_params_lr_scale = float(special_params_lr_scale)
+        self.vqgan = VQGAN(encoder, decoder, codebook)
+        self.loss = REGISTRY.build("losses", loss or DEFAULT_LOSS)
+        if init_from:
+            init_autoencoder(self.vqgan, self.loss.discriminator, init_from, target)
+        self.quality = ImageQuality()
+        self.usage = CodeUsage(int(self.vqgan.quantize.n_embed))
+
+    # ----- structure -----------------------------------------------------------------------------
+    def ema_module(self) -> nn.Module:
+        return self.vqgan
+
+    def compiled_modules(self) -> list[nn.Module]:
+        return [self.vqgan.encoder, self.vqgan.decoder]
+
+    def configure_optimizers(self) -> Any:
+        lr = self.effective_learning_rate()
+        rank_zero_info(f"CodebookStage({self.target}): learning rate {lr:.3e}")
+        normal, special = split_special(list(self.vqgan.named_parameters()), "decoder_attn")
+        groups = [{"params": normal, "lr": lr}]
+        if special:
+            groups.append({"params": special, "lr": lr * self.special_params_lr_scale})
+        opt_g = self.make_adam(groups, lr)
+        opt_d = self.make_adam(self.loss.discriminator.parameters(), lr)
+        return [opt_g, opt_d], [self.make_scheduler(opt_g), self.make_scheduler(opt_d)]
+
+    # ----- training ------------------------------------------------------------------------------
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        x = self.images(batch, self.target)
+        opt_g, opt_d = self.optimizer_list()
+        step = self.global_step
+        gan = self.loss.gan_active(step)
+        with self.frozen(self.loss.discriminator):
+            recon, cb_loss, info = self.vqgan(x)
+            g_loss, logs = self.loss.generator_loss(cb_loss, x, recon, step, self.vqgan.last_layer)
+        if self.finite_or_skip({"train/total_loss": g_loss}):
+            self.backward_scaled(g_loss)
+        if gan:
+            d_loss, d_logs = self.loss.discriminator_loss(x, recon.detach(), step)
+            logs.update(d_logs)
+            if self.finite_or_skip({"train/disc_loss": d_loss}):
+                self.backward_scaled(d_loss)
+        if self.step_window(batch_idx):
+            self.finish_window(opt_g, [opt_d] if gan else [])
+        logs["train/perplexity"] = info.perplexity.detach()
+        logs["train/codes_in_use"] = info.codes_in_use.detach().float()
+        self.log_dict(logs, on_step=True, on_epoch=False)
+        self.log("train/loss", logs["train/total_loss"], prog_bar=True, on_step=True, on_epoch=False)
+
+    # ----- validation ----------------------------------------------------------------------------
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        x = self.images(batch, self.target)
+        recon, _, info = self.vqgan(x)
+        self.quality.update(recon, x)
+        self.usage.update(info.indices)
+        self.log("val/rec_loss", (x - recon).abs().mean(), on_epoch=True, sync_dist=True, batch_size=x.shape[0])
+        if batch_idx == 0 and self.val_panels > 0:
+            cols = [c for c in (batch.get("lq"), recon, batch.get("hq")) if isinstance(c, torch.Tensor)]
+            log_panel(self, "val/panel", make_panel(cols, self.val_panels), "input | reconstruction | HQ")
+
+    def on_validation_epoch_end(self) -> None:
+        for name, value in self.quality.compute().items():
+            self.log(f"val/{name}", value, sync_dist=False)
+        counts = self.usage.counts.to(self.device)
+        self.usage.counts = self.trainer.strategy.reduce(counts, reduce_op="sum").cpu().double()
+        for name, number in self.usage.compute().items():
+            self.log(f"val/{name}", number)
+        self.quality.reset()
+        self.usage.reset()
