@@ -16,8 +16,10 @@ class DaefrCLI(LightningCLI):
 def run_lightning(argv: Sequence[str]) -> int:
     """Run one Lightning subcommand in-process; returns the exit code."""
     # LightningCLI reads sys.argv itself; passing ``args`` too makes it warn, so swap argv instead.
+    # Keep the real program path in argv[0]: Lightning's DDP launcher re-runs `python argv[0] ...` for
+    # the other ranks when daefr was started as a console script.
     saved_argv = sys.argv
-    sys.argv = ["daefr", *argv]
+    sys.argv = [saved_argv[0] if saved_argv else "daefr", *argv]
     try:
         DaefrCLI(
             LightningModule,
