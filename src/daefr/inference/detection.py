@@ -127,6 +127,12 @@ def points5_from_dlib5(landmarks: np.ndarray) -> np.ndarray:
     return apply_affine(invert_affine(to_template), FFHQ_TEMPLATE_512)
 
 
+@functools.lru_cache(maxsize=1)
+def _frontal_detector() -> Any:
+    # building dlib's HOG detector takes about a second; it holds no per-call state
+    return optional.dlib().get_frontal_face_detector()
+
+
 @functools.lru_cache(maxsize=4)
 def _shape_predictor(path: str) -> Any:
     # the 68-point model takes seconds to parse; detectors built again in one process share it
@@ -169,7 +175,7 @@ class DlibHogDetector(FaceDetector):
     def __init__(
         self, landmarks: int = 68, upsample: int = 1, threshold: float = 0.0, predictor: str | None = None
     ) -> None:
-        self._detector = optional.dlib().get_frontal_face_detector()
+        self._detector = _frontal_detector()
         self._landmarks = _DlibLandmarks(landmarks, predictor)
         self.upsample = int(upsample)
         self.threshold = float(threshold)

@@ -116,7 +116,7 @@ def as_rgb_uint8(image: Any) -> np.ndarray:
 
 
 def _face_size_of(model: nn.Module) -> int:
-    for name in ("resolution", "image_size", "face_size"):
+    for name in ("input_size", "resolution", "image_size", "face_size"):
         value = getattr(model, name, None)
         if isinstance(value, int) and value > 0:
             return value
@@ -171,14 +171,20 @@ class Restorer:
         *,
         device: str | torch.device = "auto",
         precision: str = "fp32",
-        arch: dict[str, Any] | None = None,
+        arch: str | dict[str, Any] | None = None,
+        fast: bool = False,
         **kwargs: Any,
     ) -> Restorer:
-        """Load our safetensors export or an official ``DAEFR_model.ckpt`` (``arch`` overrides the
-        official architecture) and wrap it; ``kwargs`` go to :class:`Restorer`."""
+        """Load our safetensors export or an official ``DAEFR_model.ckpt`` and wrap it.
+
+        ``arch``: for official checkpoints whose architecture cannot be read off the file, a preset
+        name (``full``, ``tiny``) or architecture keywords; ``fast``: the restorer's fast path (fused
+        attention, argmax); ``kwargs`` go to :class:`Restorer`.
+        """
         from daefr.interop.restorer_io import load_restorer
 
-        return cls(load_restorer(path, **(arch or {})), device=device, precision=precision, **kwargs)
+        options = {"preset": arch} if isinstance(arch, str) else dict(arch or {})
+        return cls(load_restorer(path, fast=fast, **options), device=device, precision=precision, **kwargs)
 
     # ----- components ------------------------------------------------------------------------
     @property
@@ -342,7 +348,7 @@ class Restorer:
         for key, image in items:
             try:
                 job = self._prepare(key, image, aligned, selection)
-            except DaefrError as exc:
+            except (DaefrError, ValueError, RuntimeError) as exc:  # this photo only (dlib raises RuntimeError)
                 if not return_exceptions:
                     raise
                 job = _Job(key, np.zeros((0, 0, 3), np.uint8), [], 0, [], [], [], error=exc)

@@ -1,0 +1,216 @@
+"""The work behind ``daefr restore``: gather inputs, restore in batches, write outputs, summarise."""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from daefr.errors import ConfigError, DaefrError, ImageReadError
+from daefr.utils.batch import BatchTracker
+from daefr.utils.reasons import one_line_reason
+
+OUTPUT_FOLDERS = ("restored_imgs", "restored_faces", "cropped_faces", "comparisons")
+
+
+def _reason(path: Path | str, exc: BaseException | str) -> str:
+    """One line, without the path prefix that read errors carry (the summary prints the path)."""
+    text = one_line_reason(exc) if isinstance(exc, BaseException) else str(exc)
+    prefix = f"{path}: "
+    return text[len(prefix):] if text.startswith(prefix) else text
+
+
+class OutputWriter:
+    """Writes one input's files under ``root`` with a stem that collides with nothing on disk or in this run."""
+
+    def __init__(self, root: Path, ext: str, aligned: bool, compare: bool) -> None:
+        self.root = root
+        self.ext = ext
+        self.aligned = aligned
+        self.compare = compare
+        self._taken: set[str] = set()
+
+    def plan(self, stem: str, n_faces: int) -> dict[str, list[Path]]:
+        """Every file an input with ``stem`` and ``n_faces`` faces will produce, by output folder."""
+        def name(folder: str, suffix: str = "") -> Path:
+            return self.root / folder / f"{stem}{suffix}.{self.ext}"
+
+        if self.aligned:
+            files = {"restored_faces": [name("restored_faces")], "cropped_faces": [name("cropped_faces")]}
+        else:
+            files = {
+                "restored_imgs": [name("restored_imgs")],
+                "restored_faces": [name("restored_faces", f"_{i:02d}") for i in range(n_faces)],
+                "cropped_faces": [name("cropped_faces", f"_{i:02d}") for i in range(n_faces)],
+            }
+        if self.compare:
+            files["comparisons"] = [name("comparisons")]
+        return files
+
+    def reserve(self, stem: str, n_faces: int) -> dict[str, list[Path]]:
+        """The plan for the first free stem among ``stem``, ``stem_1``, ``stem_2``, ..."""
+        for k in itertools.count():
+            candidate = stem if k == 0 else f"{stem}_{k}"
+            if candidate in self._taken:
+                continue
+            files = self.plan(candidate, n_faces)
+            if not any(p.exists() or p.is_symlink() for paths in files.values() for p in paths):
+                self._taken.add(candidate)
+                return files
+        raise AssertionError("unreachable")
+
+    def write(self, source: Path, result: Any) -> list[Path]:
+        """Write the outputs of one :class:`~daefr.inference.restorer.RestoreResult`; returns the paths."""
+        from daefr.inference.paste import side_by_side
+        from daefr.utils.images import write_image
+
+        files = self.reserve(source.stem, len(result.faces))
+        images: list[tuple[Path, np.ndarray]] = []
+        if self.aligned:
+            images.append((files["restored_faces"][0], result.faces[0].restored))
+            images.append((files["cropped_faces"][0], result.faces[0].cropped))
+            before = result.faces[0].cropped
+        else:
+            images.append((files["restored_imgs"][0], result.restored_image))
+            images += list(zip(files["restored_faces"], (f.restored for f in result.faces)))
+            images += list(zip(files["cropped_faces"], (f.cropped for f in result.faces)))
+            before = result.input_image
+        if self.compare:
+            images.append((files["comparisons"][0], side_by_side(before, result.restored_image)))
+        written = []
+        for path, image in images:
+            written.append(write_image(path, image, overwrite=False))
+        return written
+
+
+def _detector_spec(args: argparse.Namespace) -> Any:
+    options = dict(args.detector_arg or [])
+    return {"name": args.detector, **options} if options else args.detector
+
+
+def _check(args: argparse.Namespace) -> None:
+    if args.batch_size < 1:
+        raise ConfigError(f"--batch-size must be >= 1, got {args.batch_size}")
+    if args.upscale <= 0:
+        raise ConfigError(f"--upscale must be positive, got {args.upscale}")
+    if args.max_faces is not None and args.max_faces < 1:
+        raise ConfigError(f"--max-faces must be >= 1, got {args.max_faces}")
+    if args.min_face_size < 0:
+        raise ConfigError(f"--min-face-size must be >= 0, got {args.min_face_size}")
+    out = Path(args.output)
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--output {out} exists and is not a folder")
+
+
+def _gather(inputs: list[str], tracker: BatchTracker, exts: tuple[str, ...]) -> list[Path]:
+    from daefr.utils.images import collect_inputs
+
+    paths: list[Path] = []
+    seen: set[Path] = set()
+    for raw in inputs:
+        try:
+            found = collect_inputs([raw], exts=exts)
+        except ImageReadError as exc:  # a missing input or empty folder fails alone
+            tracker.failed(raw, _reason(raw, exc))
+            continue
+        for path in found:
+            if path not in seen:
+                seen.add(path)
+                paths.append(path)
+    return paths
+
+
+def _no_face_reason(found: int, aligned: bool) -> str:
+    if found:
+        return f"{found} face(s) found, none kept by --min-face-size / --max-faces / --only-center-face"
+    return "no face found"
+
+
+def restore_command(args: argparse.Namespace, arch: dict[str, Any] | None, video_exts: tuple[str, ...]) -> int:
+    """Run ``daefr restore``; returns the exit code (1 when any input failed)."""
+    from tqdm import tqdm
+
+    from daefr.inference.restorer import Restorer
+    from daefr.utils.images import IMAGE_EXTENSIONS, read_image
+
+    _check(args)
+    started = time.perf_counter()
+    tracker = BatchTracker()
+    paths = _gather(list(args.inputs), tracker, tuple(IMAGE_EXTENSIONS) + tuple(video_exts))
+    videos = [p for p in paths if p.suffix.lower() in video_exts]
+    images = [p for p in paths if p.suffix.lower() not in video_exts]
+    faces_found = faces_restored = 0
+    restorer = None
+    if paths:
+        restorer = Restorer.from_pretrained(
+            args.weights, device=args.device, precision=args.precision, arch=arch, fast=args.fast,
+            detector=_detector_spec(args), upsampler=args.upsampler, batch_size=args.batch_size, paste=args.paste,
+        )
+        writer = OutputWriter(Path(args.output), args.ext, args.aligned, args.compare)
+        progress = tqdm(total=len(images), unit="img", disable=args.no_progress or not images, file=sys.stderr,
+                        desc="restore")
+
+        def readable() -> Iterator[tuple[Path, np.ndarray]]:
+            for path in images:
+                try:
+                    image = read_image(path)
+                except ImageReadError as exc:
+                    tracker.failed(path, _reason(path, exc))
+                    progress.update()
+                    continue
+                yield path, image
+
+        stream = restorer.restore_many(
+            readable(), aligned=args.aligned, only_center_face=args.only_center_face, max_faces=args.max_faces,
+            min_face_size=args.min_face_size, upscale=args.upscale, draw_box=args.draw_box, return_exceptions=True,
+        )
+        for path, result in stream:
+            progress.update()
+            if isinstance(result, Exception):
+                tracker.failed(path, _reason(path, result))
+                continue
+            faces_found += result.faces_found
+            if not result.faces:
+                tracker.failed(path, _no_face_reason(result.faces_found, args.aligned))
+                continue
+            try:
+                writer.write(path, result)
+            except (DaefrError, OSError, ValueError) as exc:
+                tracker.failed(path, _reason(path, exc))
+                continue
+            faces_restored += len(result.faces)
+            tracker.succeeded(path)
+        progress.close()
+        for video in videos:
+            from daefr.inference.video import restore_video
+
+            try:
+                counts = restore_video(restorer, video, Path(args.output), args, progress=not args.no_progress)
+            except (DaefrError, OSError, ValueError, RuntimeError) as exc:
+                tracker.failed(video, _reason(video, exc))
+                continue
+            faces_found += counts[0]
+            faces_restored += counts[1]
+            tracker.succeeded(video)
+    summary = tracker.summary()
+    seconds = time.perf_counter() - started
+    print(summary.report("inputs restored"))
+    per_face = f"{seconds / faces_restored:.3f} s/face" if faces_restored else "n/a s/face"
+    net = restorer.network_seconds if restorer is not None else 0.0
+    net_face = f", network {net / faces_restored:.3f} s/face" if faces_restored else ""
+    print(f"faces: {faces_found} found, {faces_restored} restored; {seconds:.1f} s total, {per_face}{net_face}")
+    print(f"outputs: {Path(args.output)}/{{{','.join(OUTPUT_FOLDERS)}}}")
+    if args.summary_json:
+        payload = summary.to_dict() | {"faces_found": faces_found, "faces_restored": faces_restored,
+                                       "seconds": round(seconds, 3), "network_seconds": round(net, 3)}
+        from daefr.utils.io import atomic_write_text
+
+        atomic_write_text(args.summary_json, json.dumps(payload, indent=2, ensure_ascii=False) + "\n")
+    return summary.exit_code

@@ -1,0 +1,100 @@
+"""``daefr restore INPUT... -o OUT --weights FILE``: restore faces in photos or aligned face crops.
+
+Outputs (names keep the input's stem; nothing is ever overwritten: when ``OUT`` already holds a name,
+or two inputs share a stem, the input gets the first free ``stem_1``, ``stem_2``, ... for all of its files):
+
+* ``OUT/restored_imgs/<stem>.png``      whole photo with the restored faces pasted back (not with --aligned)
+* ``OUT/restored_faces/<stem>_NN.png``  each restored face (``<stem>.png`` with --aligned)
+* ``OUT/cropped_faces/<stem>_NN.png``   each aligned input crop (``<stem>.png`` with --aligned)
+* ``OUT/comparisons/<stem>.png``        input | result side by side (--compare)
+
+Every file is written atomically. A file that fails (unreadable, no face found, ...) is reported with a
+one-line reason and the batch goes on; the exit code is 1 when any input failed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any
+
+NAME = "restore"
+HELP = "restore faces in photos (detect, align, restore, paste back) or in aligned face crops"
+
+VIDEO_EXTENSIONS = (".mp4", ".mov", ".avi", ".mkv", ".webm", ".m4v")
+
+
+def _key_value(text: str) -> tuple[str, Any]:
+    key, sep, raw = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    try:
+        value: Any = json.loads(raw)
+    except json.JSONDecodeError:
+        value = raw  # a bare string such as a path
+    return key.strip(), value
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
+    parser.description = (__doc__ or "").split("\n\n", 1)[1]
+    parser.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders or glob patterns "
+                        "(quote patterns); video files (.mp4, ...) are restored frame by frame")
+    parser.add_argument("-o", "--output", required=True, help="output folder (created if needed)")
+    parser.add_argument("-w", "--weights", required=True,
+                        help="restorer weights: a daefr .safetensors export or the official DAEFR_model.ckpt")
+    parser.add_argument("--arch", default=None,
+                        help="architecture of an official checkpoint when it cannot be read off the file: a "
+                             "preset (full, tiny) or JSON keywords such as '{\"ch\": 64}'")
+    parser.add_argument("--fast", action="store_true",
+                        help="fused attention and argmax (faster; deviates slightly from the official numerics)")
+    parser.add_argument("--aligned", action="store_true",
+                        help="inputs are aligned face crops (FFHQ-style); they are resized to the model size")
+    faces = parser.add_argument_group("whole photos")
+    faces.add_argument("--detector", default="dlib_hog", help="face detector (`daefr list face_detectors`)")
+    faces.add_argument("--detector-arg", action="append", type=_key_value, default=[], metavar="KEY=VALUE",
+                       help="detector option, repeatable, e.g. landmarks=5, upsample=2, weights=/path/file")
+    faces.add_argument("--only-center-face", action="store_true", help="restore only the face nearest the centre")
+    faces.add_argument("--max-faces", type=int, default=None, help="restore at most N faces (the largest)")
+    faces.add_argument("--min-face-size", type=float, default=0.0, metavar="PX",
+                       help="skip faces whose box is smaller than PX pixels")
+    faces.add_argument("--upscale", type=float, default=1.0, metavar="N",
+                       help="resize the whole photo by N (background by --upsampler)")
+    faces.add_argument("--upsampler", default="bicubic", help="background upsampler (`daefr list upsamplers`)")
+    faces.add_argument("--paste", choices=("direct", "residual"), default="direct",
+                       help="direct: paste the restored face (official); residual: add only what the network "
+                            "changed, so untouched detail is not resampled")
+    faces.add_argument("--draw-box", action="store_true", help="draw the detected face boxes on restored_imgs")
+    out = parser.add_argument_group("output and speed")
+    out.add_argument("--compare", action="store_true", help="also write input | result to OUT/comparisons/")
+    out.add_argument("--ext", choices=("png", "jpg", "webp"), default="png", help="output image format")
+    out.add_argument("--batch-size", type=int, default=4, help="faces per network call, across photos")
+    out.add_argument("--device", default="auto", help="auto (cuda, then mps, then cpu), cpu, cuda, cuda:N, mps")
+    out.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default="fp32",
+                     help="autocast precision of the network")
+    out.add_argument("--no-audio", action="store_true", help="videos: do not copy the audio track")
+    out.add_argument("--no-progress", action="store_true", help="no progress bar")
+    out.add_argument("--summary-json", default=None, metavar="FILE", help="also write the summary as JSON")
+
+
+def _parse_arch(text: str | None) -> dict[str, Any] | None:
+    from daefr.errors import ConfigError
+
+    if text is None:
+        return None
+    stripped = text.strip()
+    if stripped.startswith("{"):
+        try:
+            value = json.loads(stripped)
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"--arch is not valid JSON ({exc}); example: '{{\"ch\": 64}}'") from None
+        if not isinstance(value, dict):
+            raise ConfigError("--arch JSON must be an object of architecture keywords")
+        return value
+    return {"preset": stripped}
+
+
+def run(args: argparse.Namespace) -> int:
+    from daefr.commands._restore_run import restore_command
+
+    return restore_command(args, _parse_arch(args.arch), VIDEO_EXTENSIONS)
