@@ -1,7 +1,7 @@
 """Convert official DAEFR checkpoints (any of the four kinds) to safetensors with our key names.
 
 * ``daefr`` (``DAEFR_model.ckpt``): a restorer file (``format`` = ``daefr.restorer``), readable by
-  ``daefr.load_restorer``; the 346 training-only keys (target branch, association codebooks) are
+  ``daefr.load_restorer``; the 174 training-only keys (target branch, association codebooks) are
   reported as not exported.
 * ``codebook`` (``HQ_codebook.ckpt`` / ``LQ_codebook.ckpt``) and ``association``
   (``Association_stage.ckpt``): every tensor under our namespaced keys (``vqgan.*``,

@@ -5,7 +5,7 @@ graph (:class:`daefr.models.restorer.DAEFRRestorer`), ``target_encoder.*`` / ``t
 frozen HQ branch that makes the training targets (official ``Fixed_encoder`` / ``Fixed_quant_conv``),
 ``assoc_hq_codebook.*`` / ``assoc_lq_codebook.*`` the associated codebooks that the official forward
 never uses (``HQ_quantize`` / ``LQ_quantize``). Loading into a restorer alone reports those four
-groups as ``not_loaded`` (346 keys for the released model); nothing is skipped silently.
+groups as ``not_loaded`` (174 keys for the released model); nothing is skipped silently.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from torch import Tensor, nn
 
 from daefr.interop.keymap import KeyMap, KeyRule, MappingReport, load_official
+from daefr.models.restorer import DAEFRRestorer
 
 __all__ = [
     "DAEFR_FINAL_KEYMAP",
@@ -23,6 +24,7 @@ __all__ = [
     "is_daefr_final_state_dict",
     "load_official_into_net",
     "load_official_into_restorer",
+    "to_official_state_dict",
 ]
 
 INFERENCE_NAMESPACE = "restorer"
@@ -73,3 +75,24 @@ def load_official_into_net(net: nn.Module, state_dict: Mapping[str, Tensor], *, 
     """Copy an official final-stage state dict into every part of a :class:`DAEFRNet` (all 877 keys)."""
     modules = {name: getattr(net, name) for name in (INFERENCE_NAMESPACE, *TRAINING_ONLY_NAMESPACES)}
     return load_official(DAEFR_FINAL_KEYMAP, state_dict, modules, strict=strict, context=context)
+
+
+def to_official_state_dict(net: nn.Module) -> dict[str, Tensor]:
+    """Official final-stage layout (877 keys for the full model) of a :class:`DAEFRNet`'s weights.
+
+    The inverse of :data:`DAEFR_FINAL_KEYMAP`; writes checkpoints that the official code (and
+    :func:`daefr.interop.restorer_from_official`) loads, e.g. tiny random models for tests and benchmarks.
+    A :class:`DAEFRRestorer` alone gives the 703 inference keys (no target branch, no association codebooks).
+    """
+    prefix = f"{INFERENCE_NAMESPACE}." if isinstance(net, DAEFRRestorer) else ""
+    inverse = sorted(((r.target, r.source) for r in DAEFR_FINAL_KEYMAP.rules if r.target), key=lambda p: -len(p[0]))
+    out: dict[str, Tensor] = {}
+    for key, value in net.state_dict().items():
+        ours = prefix + key
+        for target, source in inverse:
+            if (ours.startswith(target) if target.endswith(".") else ours == target):
+                out[source + ours[len(target):]] = value
+                break
+        else:
+            raise KeyError(f"{ours!r} has no official counterpart in {DAEFR_FINAL_KEYMAP.name}")
+    return out

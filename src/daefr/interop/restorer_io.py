@@ -103,7 +103,8 @@ def _build(cfg: dict[str, Any], fast: bool, strict: bool) -> DAEFRRestorer:
         return DAEFRRestorer.from_config(cfg, fast=fast)
     with torch.device("meta"):
         shell = DAEFRRestorer.from_config(cfg, fast=fast)
-    return shell.to_empty(device="cpu")
+    # torch.empty rather than Module.to_empty: the latter imports torch._refs (about 2 s) on first use
+    return shell._apply(lambda t: torch.empty(t.shape, dtype=t.dtype, device="cpu"))
 
 
 def save_restorer(restorer: DAEFRRestorer, path: str | Path, *, overwrite: bool = True) -> Path:
