@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +56,14 @@ def resolve_landmark_model(path: str | os.PathLike[str] | None = None) -> Path:
     return resolve_weights(path, LANDMARK_FILE, "dlib 68-point landmark model", LANDMARK_SOURCE)
 
 
+@lru_cache(maxsize=2)
+def _shape_predictor(path: str, mtime_ns: int) -> Any:
+    # The 68-point model is ~100 MB and takes seconds to parse; share it within a process.
+    import dlib
+
+    return dlib.shape_predictor(path)
+
+
 class LandmarkDetector:
     """dlib HOG face detector + 68-point shape predictor on (H, W, 3) uint8 RGB images."""
 
@@ -67,7 +76,7 @@ class LandmarkDetector:
             ) from exc
         self.model_path = resolve_landmark_model(model_path)
         self._dlib: Any = dlib
-        self._predictor = dlib.shape_predictor(str(self.model_path))
+        self._predictor = _shape_predictor(str(self.model_path), self.model_path.stat().st_mtime_ns)
         self._detector = dlib.get_frontal_face_detector()
 
     def face_box(self, image: np.ndarray) -> tuple[int, int, int, int]:

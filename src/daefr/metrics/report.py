@@ -159,7 +159,7 @@ document.querySelectorAll('table.sortable').forEach(function(table){
       th.setAttribute('data-dir', asc ? 'asc' : 'desc');
       rows.sort(function(a, b){
         var x = a.cells[col].getAttribute('data-v'), y = b.cells[col].getAttribute('data-v');
-        var nx = parseFloat(x), ny = parseFloat(y);
+        var nx = x === '' ? -Infinity : parseFloat(x), ny = y === '' ? -Infinity : parseFloat(y);
         if (x === null || y === null || isNaN(nx) || isNaN(ny)) {
           x = a.cells[col].textContent; y = b.cells[col].textContent;
           return asc ? x.localeCompare(y) : y.localeCompare(x);
