@@ -194,3 +194,20 @@ def test_restorer_assembled_from_modules_refuses_to_save_without_arch(tmp_path, 
                          restorer.codebook, restorer.decoder)  # type: ignore[arg-type]
     with pytest.raises(ConfigError, match="from_config"):
         bare.save(tmp_path / "x.safetensors")
+
+
+def test_full_size_restorer_attributes(full_net) -> None:
+    """The released architecture, shapes only (a full-size model never runs in tests; a meta-device
+    forward would cost seconds of torch's Python reference kernels, so the graph runs on MICRO instead)."""
+    restorer = full_net.restorer
+    assert restorer.input_size == 512 and restorer.n_tokens == 256 and restorer.n_embed == 1024
+    assert restorer.downsample_factor == 32 and restorer.predictor.position_emb.shape == (256, 512)
+    assert sum(1 for _ in full_net.trainable_parameters()) == 470  # the official optimizer's one group
+    with pytest.raises(ValueError, match="512x512"):
+        restorer.check_input(torch.empty(1, 3, 256, 256, device="meta"))
+
+
+def test_architecture_config_file_is_the_default(repo_root) -> None:
+    from daefr.interop.convert import parse_arch
+
+    assert parse_arch(str(repo_root / "configs/daefr/architecture_full.yaml")) == RESTORER_PRESETS["full"]

@@ -57,20 +57,35 @@ def detect_kind(state_dict: Mapping[str, Tensor]) -> str:
 
 
 def parse_arch(value: str | Mapping[str, Any] | None) -> str | dict[str, Any] | None:
-    """``full``/``official``/``tiny``, a JSON object (text or path to a .json file), or None (automatic)."""
+    """``full``/``official``/``tiny``, a JSON object, a .json/.yaml file of keywords, or None (automatic)."""
     if value is None or isinstance(value, Mapping):
         return None if value is None else dict(value)
     text = value.strip()
     if text in ("full", "official", "tiny", "auto"):
         return None if text == "auto" else text
     if not text.startswith("{") and Path(text).is_file():
-        text = Path(text).read_text(encoding="utf-8")
+        path = Path(text)
+        if path.suffix.lower() in (".yaml", ".yml"):
+            import yaml
+
+            try:
+                parsed_yaml = yaml.safe_load(path.read_text(encoding="utf-8"))
+            except yaml.YAMLError as exc:
+                raise ConfigError(f"--arch file {path} is not valid YAML: {exc}") from None
+            return _as_arch_dict(parsed_yaml)
+        text = path.read_text(encoding="utf-8")
     try:
         parsed = json.loads(text)
     except json.JSONDecodeError as exc:
-        raise ConfigError(f"--arch must be full, tiny, auto, a JSON object or a .json file; got {value!r} ({exc})") from None
+        raise ConfigError(
+            f"--arch must be full, tiny, auto, a JSON object or a .json/.yaml file; got {value!r} ({exc})"
+        ) from None
+    return _as_arch_dict(parsed)
+
+
+def _as_arch_dict(parsed: Any) -> dict[str, Any]:
     if not isinstance(parsed, dict):
-        raise ConfigError(f"--arch JSON must be an object of architecture keywords, got {type(parsed).__name__}")
+        raise ConfigError(f"--arch must hold a mapping of architecture keywords, got {type(parsed).__name__}")
     return parsed
 
 
