@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from daefr.stages.association import AssociationStage
 from daefr.stages.base import NonFiniteLossError, TrainingStage
 from daefr.stages.callbacks import EMAWeights, ResumeState
 from daefr.stages.codebook import CodebookStage
+from daefr.stages.restoration import RestorationStage
 
-__all__ = ["CodebookStage", "EMAWeights", "NonFiniteLossError", "ResumeState", "TrainingStage"]
+__all__ = ["AssociationStage", "CodebookStage", "EMAWeights", "NonFiniteLossError", "RestorationStage", "ResumeState", "TrainingStage"]

@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from daefr.errors import CheckpointError
+from daefr.interop.keymap import ASSOCIATION_STAGE_KEYMAP, CODEBOOK_STAGE_KEYMAP, KeyMap, load_official
 
 log = logging.getLogger(__name__)
 
@@ -84,17 +85,42 @@ def load_into(module: nn.Module, weights: Mapping[str, torch.Tensor], what: str,
     module.load_state_dict({k: v for k, v in weights.items() if k in own}, strict=False)
 
 
+def _official_keymap(prefix: str, branch: Branch) -> tuple[KeyMap, str, str]:
+    """(keymap, autoencoder namespace, discriminator namespace) of an official layout."""
+    if prefix == "vqvae_LQ.":
+        return ASSOCIATION_STAGE_KEYMAP, "lq", "lq_discriminator"
+    return CODEBOOK_STAGE_KEYMAP, "vqgan", "discriminator"
+
+
 def init_autoencoder(
     vqgan: nn.Module, discriminator: nn.Module | None, path: str | Path, branch: Branch
 ) -> str:
-    """Load one branch of ``path`` into ``vqgan`` (strict) and, when shapes match, ``discriminator``."""
+    """Load one branch of ``path`` into ``vqgan`` (strict) and, when shapes match, ``discriminator``.
+
+    Official files go through :mod:`daefr.interop.keymap` (every key accounted for); ours by prefix.
+    """
     sd = read_state_dict(path)
     ae, disc, prefix = autoencoder_weights(sd, branch, source=str(path))
-    load_into(vqgan, ae, f"{path} ({prefix}*)")
-    if discriminator is not None and disc:
+    if prefix in ("vqvae.", "vqvae_LQ."):
+        keymap, ae_ns, disc_ns = _official_keymap(prefix, branch)
+        if prefix == "vqvae." and any(k.startswith("vqvae_LQ.") for k in sd):
+            keymap, ae_ns, disc_ns = ASSOCIATION_STAGE_KEYMAP, "hq", "hq_discriminator"
+        modules: dict[str, nn.Module] = {ae_ns: vqgan}
+        if discriminator is not None and disc:
+            modules[disc_ns] = discriminator
         try:
-            load_into(discriminator, disc, f"{path} (discriminator)")
+            load_official(keymap, sd, modules, strict=True, context=str(path))
         except CheckpointError as exc:
+            if disc_ns not in modules:
+                raise
             log.warning("discriminator not initialised from %s: %s", path, exc)
+            load_official(keymap, sd, {ae_ns: vqgan}, strict=True, context=str(path))
+    else:
+        load_into(vqgan, ae, f"{path} ({prefix}*)")
+        if discriminator is not None and disc:
+            try:
+                load_into(discriminator, disc, f"{path} (discriminator)")
+            except CheckpointError as exc:
+                log.warning("discriminator not initialised from %s: %s", path, exc)
     log.info("initialised %s autoencoder from %s (%s*, %d tensors)", branch.upper(), path, prefix, len(ae))
     return prefix

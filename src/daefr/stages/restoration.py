@@ -1,0 +1,187 @@
+"""``RestorationStage``: fusion + code prediction (DAEFR stage 3), HQ codebook and decoder frozen.
+
+Loss = cross-entropy of the predicted code logits against the indices that the frozen HQ encoder +
+HQ codebook give for the HQ image, plus ``l2_weight`` (official 10) x MSE between the fused features
+and the HQ quantized features (:class:`daefr.models.daefr_net.DAEFRNet`). The trained restorer is
+exported with :meth:`RestorationStage.export_restorer` (safetensors, read by ``daefr.load_restorer``
+and ``daefr restore --weights``).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import torch
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_only
+from torch import nn
+
+from daefr.interop.keymap_daefr import is_daefr_final_state_dict, load_official_into_net
+from daefr.models.daefr_net import DAEFRNet
+from daefr.models.restorer import build_component, restorer_arch
+from daefr.models.vqgan import VQGAN
+from daefr.nn.contracts import code_usage_stats
+from daefr.stages.base import TrainingStage
+from daefr.stages.callbacks import EMAWeights
+from daefr.stages.init_weights import init_autoencoder, load_into, read_state_dict
+from daefr.stages.reporting import CodeUsage, ImageQuality, log_panel, make_panel
+
+log = logging.getLogger(__name__)
+
+Spec = dict[str, Any] | str
+_COMPONENTS = ("lq_encoder", "hq_encoder", "fusion", "predictor", "codebook", "decoder")
+_LAYOUT = ("ch", "ch_mult", "num_res_blocks", "resolution", "attn_resolutions", "z_channels", "dropout",
+           "enable_mid", "head_size")
+
+
+def stage_vqgan(cfg: dict[str, Any], encoder_key: str) -> VQGAN:
+    """A VQGAN with the restorer's layout and components, to read an earlier stage's branch into."""
+    layout = {k: cfg[k] for k in _LAYOUT if k in cfg}
+    encoder = build_component("encoders", cfg.get(encoder_key, "vqgan"), **layout, in_channels=cfg.get("in_channels", 3))
+    decoder = build_component("decoders", cfg.get("decoder", "vqgan"), **layout, out_ch=cfg.get("out_ch", 3))
+    codebook = build_component("codebooks", cfg.get("codebook", "vq"), n_embed=cfg["n_embed"], embed_dim=cfg["embed_dim"])
+    return VQGAN(encoder, decoder, codebook)
+
+
+class RestorationStage(TrainingStage):
+    """Final DAEFR stage: trains LQ/HQ encoders, fusion and predictor; exports a :class:`DAEFRRestorer`.
+
+    Args:
+        arch: restorer architecture: preset name (``full`` = released model, ``tiny``) or a dict of official
+            ddconfig keywords plus ``fusion_heads``, ``n_layers``, ``n_head``, ``dim_mlp``, ``transformer_dim``.
+        lq_encoder, hq_encoder, fusion, predictor, codebook, decoder: registry specs replacing a component
+            (None = the architecture's default).
+        l2_weight: weight of the feature MSE (official 10).
+        init_hq_codebook_from: HQ codebook-stage checkpoint (target branch, HQ codebook, decoder).
+        init_association_from: association-stage checkpoint (LQ/HQ encoders); both ours or official.
+        init_from: a final-stage checkpoint to start from instead (ours or the official DAEFR model).
+        export_path: write the restorer (safetensors) there when fitting ends.
+        **kwargs: optimisation options of :class:`daefr.stages.base.TrainingStage`.
+    """
+
+    def __init__(
+        self,
+        arch: str | dict[str, Any] = "full",
+        lq_encoder: Spec | None = None,
+        hq_encoder: Spec | None = None,
+        fusion: Spec | None = None,
+        predictor: Spec | None = None,
+        codebook: Spec | None = None,
+        decoder: Spec | None = None,
+        l2_weight: float = 10.0,
+        init_hq_codebook_from: str | None = None,
+        init_association_from: str | None = None,
+        init_from: str | None = None,
+        export_path: str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.save_hyperparameters()
+        specs = {"lq_encoder": lq_encoder, "hq_encoder": hq_encoder, "fusion": fusion, "predictor": predictor,
+                 "codebook": codebook, "decoder": decoder}
+        overrides = {k: v for k, v in specs.items() if v is not None}
+        self.arch_config = restorer_arch(arch, **overrides)
+        self.net = DAEFRNet.from_config(self.arch_config)
+        self.l2_weight = float(l2_weight)
+        self.export_path = export_path
+        if init_from:
+            self._init_from_final(init_from)
+        elif init_hq_codebook_from or init_association_from:
+            self._init_from_stages(init_hq_codebook_from, init_association_from)
+        self.quality = ImageQuality()
+        self.usage = CodeUsage(int(self.net.restorer.n_embed))
+
+    # ----- initialisation ------------------------------------------------------------------------
+    def _init_from_stages(self, hq_path: str | None, assoc_path: str | None) -> None:
+        if not (hq_path and assoc_path):
+            raise ValueError("initialising from earlier stages needs both init_hq_codebook_from and init_association_from")
+        hq, assoc_hq, assoc_lq = (stage_vqgan(self.arch_config, k) for k in ("hq_encoder", "hq_encoder", "lq_encoder"))
+        init_autoencoder(hq, None, hq_path, "hq")
+        init_autoencoder(assoc_hq, None, assoc_path, "hq")
+        init_autoencoder(assoc_lq, None, assoc_path, "lq")
+        self.net.init_from_stages(hq, assoc_hq, assoc_lq)
+        log.info("restoration stage initialised from %s (HQ codebook) and %s (association)", hq_path, assoc_path)
+
+    def _init_from_final(self, path: str) -> None:
+        sd = read_state_dict(path)
+        if is_daefr_final_state_dict(sd):
+            load_official_into_net(self.net, sd, strict=True)
+            return
+        ours = {k[len("net."):]: v for k, v in sd.items() if k.startswith("net.")}
+        load_into(self.net, ours, f"{path} (net.*)")
+
+    # ----- structure -----------------------------------------------------------------------------
+    def ema_module(self) -> nn.Module:
+        return self.net.restorer
+
+    def compiled_modules(self) -> list[nn.Module]:
+        r = self.net.restorer
+        return [r.lq_encoder, r.hq_encoder, r.predictor]
+
+    def configure_optimizers(self) -> Any:
+        lr = self.effective_learning_rate()
+        rank_zero_info(f"RestorationStage: learning rate {lr:.3e}")
+        opt = self.make_adam(list(self.net.trainable_parameters()), lr)
+        return [opt], [self.make_scheduler(opt)]
+
+    # ----- training ------------------------------------------------------------------------------
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        lq, hq = self.images(batch, "lq"), self.images(batch, "hq")
+        (opt,) = self.optimizer_list()
+        out = self.net(lq, hq, l2_weight=self.l2_weight, decode=False)
+        loss = out["loss"]
+        if self.finite_or_skip({"train/loss": loss}):
+            self.backward_scaled(loss)
+        if self.step_window(batch_idx):
+            self.finish_window(opt)
+        perplexity, in_use = code_usage_stats(out["indices"], int(self.net.restorer.n_embed))
+        self.log_dict({
+            "train/ce_loss": out["ce_loss"].detach(),
+            "train/l2_loss": out["l2_loss"].detach(),
+            "train/code_accuracy": (out["indices"] == out["gt_idx"]).float().mean(),
+            "train/perplexity": perplexity,
+            "train/codes_in_use": in_use.float(),
+        }, on_step=True, on_epoch=False)
+        self.log("train/loss", loss.detach(), prog_bar=True, on_step=True, on_epoch=False)
+
+    # ----- validation ----------------------------------------------------------------------------
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        lq, hq = self.images(batch, "lq"), self.images(batch, "hq")
+        out = self.net(lq, hq, l2_weight=self.l2_weight, decode=True)
+        n = lq.shape[0]
+        self.log("val/ce_loss", out["ce_loss"], on_epoch=True, sync_dist=True, batch_size=n)
+        self.log("val/l2_loss", out["l2_loss"], on_epoch=True, sync_dist=True, batch_size=n)
+        acc = (out["indices"] == out["gt_idx"]).float().mean()
+        self.log("val/code_accuracy", acc, on_epoch=True, sync_dist=True, batch_size=n)
+        self.quality.update(out["restored"], hq)
+        self.usage.update(out["indices"])
+        if batch_idx == 0 and self.val_panels > 0:
+            log_panel(self, "val/panel", make_panel([lq, out["restored"], hq], self.val_panels), "LQ | restored | HQ")
+
+    def on_validation_epoch_end(self) -> None:
+        for key, value in self.quality.compute().items():
+            self.log(f"val/{key}", value)
+        counts = self.trainer.strategy.reduce(self.usage.counts.to(self.device), reduce_op="sum")
+        self.usage.counts = counts.cpu().double()
+        for key, number in self.usage.compute().items():
+            self.log(f"val/{key}", number)
+        self.quality.reset()
+        self.usage.reset()
+
+    # ----- export --------------------------------------------------------------------------------
+    def export_restorer(self, path: str | Path, use_ema: bool = True) -> Path:
+        """Write the restorer (EMA weights when an :class:`EMAWeights` callback is attached) as safetensors."""
+        ema = None
+        if use_ema and self._trainer is not None:
+            ema = next((c for c in self.trainer.callbacks if isinstance(c, EMAWeights) and c.shadow), None)
+        if ema is None:
+            return self.net.restorer.save(path)
+        with ema.applied(self), torch.no_grad():
+            return self.net.restorer.save(path)
+
+    @rank_zero_only
+    def on_fit_end(self) -> None:
+        if self.export_path:
+            written = self.export_restorer(self.export_path)
+            rank_zero_info(f"RestorationStage: restorer exported to {written}")
