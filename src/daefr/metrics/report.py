@@ -150,26 +150,35 @@ code{background:#f4f4f4;padding:1px 4px}
 """
 
 _SORT_JS = """
+function daefrSort(table, col, asc){
+  var body = table.tBodies[0], rows = Array.prototype.slice.call(body.rows);
+  table.querySelectorAll('th').forEach(function(h){ h.removeAttribute('data-dir'); });
+  table.tHead.rows[0].cells[col].setAttribute('data-dir', asc ? 'asc' : 'desc');
+  rows.sort(function(a, b){
+    var x = a.cells[col].getAttribute('data-v'), y = b.cells[col].getAttribute('data-v');
+    var nx = x === '' ? -Infinity : parseFloat(x), ny = y === '' ? -Infinity : parseFloat(y);
+    if (x === null || y === null || isNaN(nx) || isNaN(ny)) {
+      x = a.cells[col].textContent; y = b.cells[col].textContent;
+      return asc ? x.localeCompare(y) : y.localeCompare(x);
+    }
+    return asc ? nx - ny : ny - nx;
+  });
+  rows.forEach(function(r){ body.appendChild(r); });
+}
 document.querySelectorAll('table.sortable').forEach(function(table){
   table.querySelectorAll('th').forEach(function(th, col){
-    th.addEventListener('click', function(){
-      var body = table.tBodies[0], rows = Array.prototype.slice.call(body.rows);
-      var asc = th.getAttribute('data-dir') !== 'asc';
-      table.querySelectorAll('th').forEach(function(h){ h.removeAttribute('data-dir'); });
-      th.setAttribute('data-dir', asc ? 'asc' : 'desc');
-      rows.sort(function(a, b){
-        var x = a.cells[col].getAttribute('data-v'), y = b.cells[col].getAttribute('data-v');
-        var nx = x === '' ? -Infinity : parseFloat(x), ny = y === '' ? -Infinity : parseFloat(y);
-        if (x === null || y === null || isNaN(nx) || isNaN(ny)) {
-          x = a.cells[col].textContent; y = b.cells[col].textContent;
-          return asc ? x.localeCompare(y) : y.localeCompare(x);
-        }
-        return asc ? nx - ny : ny - nx;
-      });
-      rows.forEach(function(r){ body.appendChild(r); });
-    });
+    th.addEventListener('click', function(){ daefrSort(table, col, th.getAttribute('data-dir') !== 'asc'); });
   });
 });
+// A link such as report.html#sort=psnr-desc opens the per-image table sorted by that column.
+(function(){
+  var m = /sort=([A-Za-z0-9_ ]+?)-(asc|desc)/.exec(decodeURIComponent(location.hash));
+  var table = document.getElementById('per-image');
+  if (!m || !table) return;
+  table.querySelectorAll('th').forEach(function(th, col){
+    if (th.getAttribute('data-key') === m[1]) daefrSort(table, col, m[2] === 'asc');
+  });
+})();
 """
 
 
@@ -238,8 +247,8 @@ def render_html(result: EvaluationResult, title: str = "daefr evaluation", examp
         body.append(f"<h2>Best images by {LABELS[metric]}</h2>" + "".join(_strip(r, metric) for r in best))
         body.append(f"<h2>Worst images by {LABELS[metric]}</h2>" + "".join(_strip(r, metric) for r in worst))
     body.append("<h2>Per image</h2><p class=\"note\">Click a column header to sort.</p>")
-    body.append("<table class=\"sortable\" id=\"per-image\"><thead><tr><th>name</th>"
-                + "".join(f"<th>{_header(n)}</th>" for n in per_image) + "</tr></thead><tbody>")
+    body.append("<table class=\"sortable\" id=\"per-image\"><thead><tr><th data-key=\"name\">name</th>"
+                + "".join(f"<th data-key=\"{n}\">{_header(n)}</th>" for n in per_image) + "</tr></thead><tbody>")
     for row in result.rows:
         body.append(f"<tr><td data-v=\"{html.escape(row['name'])}\">{html.escape(row['name'])}</td>"
                     + "".join(_cell(row.get(n)) for n in per_image) + "</tr>")
@@ -300,9 +309,10 @@ def write_comparison(run_a: str | os.PathLike[str], run_b: str | os.PathLike[str
         if result[key]:
             body.append(f"<p class=\"note\">{label}: {html.escape(', '.join(result[key]))}</p>")
     body.append("<h2>Per image</h2><p class=\"note\">Click a column header to sort.</p>"
-                "<table class=\"sortable\" id=\"per-image\"><thead><tr><th>name</th>")
+                "<table class=\"sortable\" id=\"per-image\"><thead><tr><th data-key=\"name\">name</th>")
     for m in per_image_metrics:
-        body.append(f"<th>{LABELS[m]} A</th><th>{LABELS[m]} B</th><th>{LABELS[m]} B&minus;A</th>")
+        body.append(f"<th data-key=\"{m}_a\">{LABELS[m]} A</th><th data-key=\"{m}_b\">{LABELS[m]} B</th>"
+                    f"<th data-key=\"{m}_diff\">{LABELS[m]} B&minus;A</th>")
     body.append("</tr></thead><tbody>")
     for item in images:
         cells = "".join(_cell(item[m]["a"]) + _cell(item[m]["b"]) + _cell(item[m]["b_minus_a"], cls=_diff_class(m, item[m]["b_minus_a"]))
