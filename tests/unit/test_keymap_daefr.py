@@ -22,6 +22,7 @@ from daefr.models.restorer import RESTORER_PRESETS, DAEFRRestorer
 from daefr.nn.contracts import CodePredictor, Fusion
 from daefr.registry import REGISTRY
 from daefr.testing.daefr_tiny import random_official_state_dict
+from daefr.testing.networks import check_fusion, check_predictor
 from daefr.testing.parity import single_thread
 
 TRAINING_ONLY = ("vqvae.Fixed_encoder.", "vqvae.Fixed_quant_conv.", "vqvae.HQ_quantize.", "vqvae.LQ_quantize.")
@@ -172,6 +173,8 @@ def test_components_are_registered_and_follow_their_contracts() -> None:
     predictor = REGISTRY.build("predictors", {"name": "transformer", "n_layers": 1}, in_channels=64, n_embed=16,
                                n_tokens=4, embed_dim=32, n_head=4, dim_mlp=64)
     assert isinstance(fusion, Fusion) and isinstance(predictor, CodePredictor)
+    check_fusion(fusion, channels=64)
+    check_predictor(predictor)
     feat = torch.randn(2, 64, 2, 2)
     fused = fusion(feat, torch.randn(2, 64, 2, 2))
     assert fused.shape == feat.shape and predictor(fused).shape == (2, 4, 16)

@@ -11,7 +11,10 @@ Contracts (see :mod:`daefr.nn.contracts`):
   indices (B, h, w) int64 in range, 0-d loss/perplexity/codes_in_use; ``lookup(indices)`` gives the
   code vectors of ``quant``;
 * association: ``forward(hq_feat, lq_feat)`` with (B, C, h, w) features -> an object with a 0-d ``loss``
-  that is lower for matching pairs than for mismatched ones.
+  that is lower for matching pairs than for mismatched ones;
+* fusion: ``forward(lq_feat, hq_feat)``, both (B, C, h, w) -> (B, C, h, w), depending on both inputs;
+* predictor: ``n_tokens``, ``n_embed``, ``in_channels``; ``(B, in_channels, h, w)`` with h*w = n_tokens ->
+  logits (B, n_tokens, n_embed).
 
 No check modifies its inputs; every check leaves the component's train/eval mode as it found it.
 """
@@ -25,7 +28,7 @@ from torch import Tensor, nn
 
 from daefr.nn.contracts import QuantizerOutput
 
-__all__ = ["check_association", "check_codebook", "check_decoder", "check_encoder"]
+__all__ = ["check_association", "check_codebook", "check_decoder", "check_encoder", "check_fusion", "check_predictor"]
 
 
 def _seeded(*shape: int, seed: int = 0) -> Tensor:
@@ -106,3 +109,34 @@ def check_association(association: Any, channels: int = 8, batch: int = 2, size:
     assert matched.ndim == 0 and torch.isfinite(matched), "loss must be a finite 0-d tensor"
     assert matched < shuffled, f"matching pairs ({float(matched):.4f}) must score below shuffled ({float(shuffled):.4f})"
     assert torch.equal(hq, before), "association modified its input"
+
+
+def check_fusion(fusion: Any, channels: int, batch: int = 2, size: int = 4) -> None:
+    """Fusion contract: shape kept, finite, both inputs matter and receive gradients, inputs untouched."""
+    lq = _seeded(batch, channels, size, size, seed=3).requires_grad_(True)
+    hq = _seeded(batch, channels, size, size, seed=4).requires_grad_(True)
+    before = (lq.detach().clone(), hq.detach().clone())
+    out = fusion(lq, hq)
+    assert isinstance(out, Tensor) and out.shape == lq.shape, f"fusion output {getattr(out, 'shape', out)}"
+    assert torch.isfinite(out).all(), "fusion output has NaN/Inf"
+    out.square().mean().backward()
+    for name, t in (("lq_feat", lq), ("hq_feat", hq)):
+        assert t.grad is not None and t.grad.abs().sum() > 0, f"the fused output does not depend on {name}"
+    assert torch.equal(lq.detach(), before[0]) and torch.equal(hq.detach(), before[1]), "fusion modified its input"
+    if isinstance(fusion, nn.Module):
+        fusion.zero_grad(set_to_none=True)
+
+
+def check_predictor(predictor: Any, batch: int = 2) -> None:
+    """Predictor contract on a latent grid of ``n_tokens`` positions (square when possible, else 1 x T)."""
+    tokens, n_embed, channels = int(predictor.n_tokens), int(predictor.n_embed), int(predictor.in_channels)
+    side = int(tokens**0.5)
+    h, w = (side, side) if side * side == tokens else (1, tokens)
+    feat = _seeded(batch, channels, h, w, seed=5)
+    before = feat.clone()
+    with torch.no_grad():
+        logits = predictor(feat)
+    assert isinstance(logits, Tensor), f"predictor returned {type(logits).__name__}, expected a Tensor"
+    assert tuple(logits.shape) == (batch, tokens, n_embed), f"logits shape {tuple(logits.shape)}"
+    assert torch.isfinite(logits).all(), "logits have NaN/Inf"
+    assert torch.equal(feat, before), "predictor modified its input"
