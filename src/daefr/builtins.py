@@ -53,6 +53,8 @@ BUILTINS: dict[str, dict[str, tuple[str, str]]] = {
                      "dlib HOG detector + dlib 68/5-point landmarks (CPU, offline, daefr[faces])"),
         "dlib_cnn": ("daefr.inference.detection:DlibCnnDetector",
                      "dlib CNN (MMOD) detector + dlib landmarks; slow on CPU (daefr[faces])"),
+        "retinaface_resnet50": ("daefr.inference.retinaface:RetinaFaceDetector",
+                                "RetinaFace-ResNet50 + 5 landmarks, facexlib weights from a path (official pipeline)"),
     },
     "upsamplers": {
         "bicubic": ("daefr.inference.paste:BicubicUpsampler", "plain bicubic background resize (OpenCV)"),
