@@ -17,7 +17,7 @@ from daefr.errors import ConfigError, DaefrError, ImageReadError
 from daefr.utils.batch import BatchTracker
 from daefr.utils.reasons import one_line_reason
 
-OUTPUT_FOLDERS = ("restored_imgs", "restored_faces", "cropped_faces", "comparisons")
+OUTPUT_FOLDERS = ("restored_imgs", "restored_faces", "cropped_faces", "comparisons", "restored_videos")
 
 
 def _reason(path: Path | str, exc: BaseException | str) -> str:
@@ -190,14 +190,22 @@ def restore_command(args: argparse.Namespace, arch: dict[str, Any] | None, video
         progress.close()
         for video in videos:
             from daefr.inference.video import restore_video
+            from daefr.utils.io import unique_path
 
+            target = unique_path(Path(args.output) / "restored_videos" / f"{video.stem}{video.suffix.lower()}")
             try:
-                counts = restore_video(restorer, video, Path(args.output), args, progress=not args.no_progress)
+                stats = restore_video(
+                    restorer, video, target, keep_audio=not args.no_audio, progress=not args.no_progress,
+                    aligned=args.aligned, only_center_face=args.only_center_face, max_faces=args.max_faces,
+                    min_face_size=args.min_face_size, upscale=args.upscale, draw_box=args.draw_box,
+                )
             except (DaefrError, OSError, ValueError, RuntimeError) as exc:
                 tracker.failed(video, _reason(video, exc))
                 continue
-            faces_found += counts[0]
-            faces_restored += counts[1]
+            faces_found += stats.faces_found
+            faces_restored += stats.faces_restored
+            audio = "audio copied" if stats.audio_copied else "no audio"
+            print(f"{video}: {stats.frames} frames, {stats.frames_with_faces} with faces, {audio} -> {target}")
             tracker.succeeded(video)
     summary = tracker.summary()
     seconds = time.perf_counter() - started

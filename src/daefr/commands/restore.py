@@ -7,6 +7,7 @@ or two inputs share a stem, the input gets the first free ``stem_1``, ``stem_2``
 * ``OUT/restored_faces/<stem>_NN.png``  each restored face (``<stem>.png`` with --aligned)
 * ``OUT/cropped_faces/<stem>_NN.png``   each aligned input crop (``<stem>.png`` with --aligned)
 * ``OUT/comparisons/<stem>.png``        input | result side by side (--compare)
+* ``OUT/restored_videos/<name>``        a video input restored frame by frame, audio copied (PyAV)
 
 Every file is written atomically. A file that fails (unreadable, no face found, ...) is reported with a
 one-line reason and the batch goes on; the exit code is 1 when any input failed.
