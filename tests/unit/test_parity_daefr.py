@@ -126,7 +126,7 @@ def parity_details(restorer: DAEFRRestorer, ref: dict[str, Tensor]) -> dict[str,
 def test_restorer_from_official_reproduces_the_reference(restorer: DAEFRRestorer, ref: dict[str, Tensor],
                                                          parity_details: dict[str, Tensor]) -> None:
     assert restorer.arch is not None and restorer.arch["ch"] == 32 and restorer.input_size == 64
-    report = restorer.load_report  # type: ignore[attr-defined]
+    report = restorer.load_report
     assert report.ok and len(report.mapped) + len(report.not_loaded) == 477
     assert {k.split(".")[1] for k in report.not_loaded} == {"Fixed_encoder", "Fixed_quant_conv", "HQ_quantize",
                                                            "LQ_quantize"}

@@ -160,7 +160,7 @@ def convert_official(src: str | Path, dst: str | Path, *, kind: str = "auto",
         keywords = parsed if isinstance(parsed, dict) else {}
         restorer = restorer_from_official(sd, preset=preset, strict=strict, **keywords)
         path = restorer.save(dst, overwrite=overwrite)
-        return ConversionResult("daefr", path, len(restorer.state_dict()), restorer.load_report)  # type: ignore[arg-type]
+        return ConversionResult("daefr", path, len(restorer.state_dict()), restorer.load_report)
     tensors, report, cfg = _convert_stage(sd, found, parsed, strict)
     from daefr import __version__
 

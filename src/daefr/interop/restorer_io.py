@@ -93,7 +93,7 @@ def restorer_from_official(state_dict: Mapping[str, Tensor], *, preset: str | No
         cfg = restorer_arch(preset, **arch)
     restorer = _build(cfg, fast, strict)
     report = load_official_into_restorer(restorer, sd, strict=strict)
-    restorer.load_report = report  # type: ignore[assignment]
+    restorer.load_report = report
     return restorer.eval()
 
 

@@ -134,6 +134,8 @@ class DAEFRRestorer(nn.Module):
         self.n_embed = int(self.codebook.n_embed)
         #: JSON-able architecture (set by :meth:`from_config`); :meth:`save` stores it in the file.
         self.arch: dict[str, Any] | None = copy.deepcopy(dict(arch)) if arch is not None else None
+        #: Key-mapping report (``daefr.interop.keymap.MappingReport``) when loaded from an official checkpoint.
+        self.load_report: Any = None
         self.fast = False
         self.set_fast(fast)
 
