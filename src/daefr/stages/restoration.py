@@ -174,7 +174,8 @@ class RestorationStage(TrainingStage):
         """Write the restorer (EMA weights when an :class:`EMAWeights` callback is attached) as safetensors."""
         ema = None
         if use_ema and self._trainer is not None:
-            ema = next((c for c in self.trainer.callbacks if isinstance(c, EMAWeights) and c.shadow), None)
+            callbacks = getattr(self.trainer, "callbacks", [])
+            ema = next((c for c in callbacks if isinstance(c, EMAWeights) and c.shadow), None)
         if ema is None:
             return self.net.restorer.save(path)
         with ema.applied(self), torch.no_grad():
