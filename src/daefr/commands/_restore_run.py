@@ -133,7 +133,9 @@ def _no_face_reason(found: int, aligned: bool) -> str:
     return "no face found"
 
 
-def restore_command(args: argparse.Namespace, arch: dict[str, Any] | None, video_exts: tuple[str, ...]) -> int:
+def restore_command(
+    args: argparse.Namespace, arch: str | dict[str, Any] | None, video_exts: tuple[str, ...]
+) -> int:
     """Run ``daefr restore``; returns the exit code (1 when any input failed)."""
     from tqdm import tqdm
 

@@ -45,8 +45,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-w", "--weights", required=True,
                         help="restorer weights: a daefr .safetensors export or the official DAEFR_model.ckpt")
     parser.add_argument("--arch", default=None,
-                        help="architecture of an official checkpoint when it cannot be read off the file: a "
-                             "preset (full, tiny) or JSON keywords such as '{\"ch\": 64}'")
+                        help="architecture of an official checkpoint (default: read off its shapes): full, tiny, "
+                             "a JSON object of keywords such as '{\"ch\": 64}' or a .json/.yaml file")
     parser.add_argument("--fast", action="store_true",
                         help="fused attention and argmax (faster; deviates slightly from the official numerics)")
     parser.add_argument("--aligned", action="store_true",
@@ -78,24 +78,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     out.add_argument("--summary-json", default=None, metavar="FILE", help="also write the summary as JSON")
 
 
-def _parse_arch(text: str | None) -> dict[str, Any] | None:
-    from daefr.errors import ConfigError
-
-    if text is None:
-        return None
-    stripped = text.strip()
-    if stripped.startswith("{"):
-        try:
-            value = json.loads(stripped)
-        except json.JSONDecodeError as exc:
-            raise ConfigError(f"--arch is not valid JSON ({exc}); example: '{{\"ch\": 64}}'") from None
-        if not isinstance(value, dict):
-            raise ConfigError("--arch JSON must be an object of architecture keywords")
-        return value
-    return {"preset": stripped}
-
-
 def run(args: argparse.Namespace) -> int:
     from daefr.commands._restore_run import restore_command
+    from daefr.interop.convert import parse_arch
 
-    return restore_command(args, _parse_arch(args.arch), VIDEO_EXTENSIONS)
+    return restore_command(args, parse_arch(args.arch), VIDEO_EXTENSIONS)
