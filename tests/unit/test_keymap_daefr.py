@@ -214,3 +214,21 @@ def test_architecture_config_file_is_the_default(repo_root) -> None:
     from daefr.interop.convert import parse_arch
 
     assert parse_arch(str(repo_root / "configs/daefr/architecture_full.yaml")) == RESTORER_PRESETS["full"]
+
+
+def test_convert_association_checkpoint(tmp_path, parity_dir, capsys) -> None:
+    meta = json.loads((parity_dir / "association_tiny.json").read_text())
+    state = {k: torch.zeros(v[0]) for k, v in meta["state_dict"].items()}  # shapes are what convert checks
+    src, out = tmp_path / "Association_stage.ckpt", tmp_path / "assoc.safetensors"
+    torch.save({"state_dict": state}, src)
+    dd = meta["model"]["ddconfig_params (both branches)"]
+    arch = json.dumps({k: dd[k] for k in ("ch", "ch_mult", "num_res_blocks", "resolution", "attn_resolutions",
+                                          "z_channels", "embed_dim", "n_embed")})
+    assert main(["convert", str(src), str(out), "--arch", arch]) == 0
+    assert f"({len(state)} tensors)" in capsys.readouterr().out
+    with safe_open(str(out), framework="pt") as handle:
+        keys = set(handle.keys())
+        assert handle.metadata()["kind"] == "association"
+    assert {"association.logit_scale", "lq.quantize.embedding.weight", "hq_discriminator.main.0.weight"} <= keys
+    assert main(["convert", str(src), str(tmp_path / "b.safetensors")]) == 1  # official full size does not fit
+    assert "pass --arch" in capsys.readouterr().err
