@@ -166,6 +166,12 @@ def test_convert_codebook_checkpoint(tmp_path, parity_dir, capsys) -> None:
     assert "215 tensors" in capsys.readouterr().out
     with safe_open(str(out), framework="pt") as handle:
         assert handle.metadata()["kind"] == "codebook" and "vqgan.quantize.embedding.weight" in handle.keys()
+        stored = json.loads(handle.metadata()["arch"])
+    # the same architecture is read off the shapes when --arch is left out
+    assert main(["convert", str(parity_dir / "vqgan_tiny_pl108.ckpt"), str(tmp_path / "auto.safetensors")]) == 0
+    with safe_open(str(tmp_path / "auto.safetensors"), framework="pt") as handle:
+        assert json.loads(handle.metadata()["arch"]) == stored
+    assert stored["discriminator"]["ndf"] == 8 and stored["vqgan"]["z_channels"] == 64
 
 
 def test_components_are_registered_and_follow_their_contracts() -> None:
@@ -230,5 +236,9 @@ def test_convert_association_checkpoint(tmp_path, parity_dir, capsys) -> None:
         keys = set(handle.keys())
         assert handle.metadata()["kind"] == "association"
     assert {"association.logit_scale", "lq.quantize.embedding.weight", "hq_discriminator.main.0.weight"} <= keys
-    assert main(["convert", str(src), str(tmp_path / "b.safetensors")]) == 1  # official full size does not fit
+    # without --arch the layout is read off the shapes and gives the same file
+    assert main(["convert", str(src), str(tmp_path / "b.safetensors")]) == 0
+    with safe_open(str(tmp_path / "b.safetensors"), framework="pt") as handle:
+        assert set(handle.keys()) == keys and json.loads(handle.metadata()["arch"])["vqgan"]["ch_mult"] == [1, 2, 2]
+    assert main(["convert", str(src), str(tmp_path / "c.safetensors"), "--arch", "full"]) == 1
     assert "pass --arch" in capsys.readouterr().err

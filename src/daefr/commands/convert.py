@@ -14,7 +14,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--kind", default="auto", choices=["auto", "daefr", "codebook", "association"],
                         help="checkpoint kind (default: detected from the keys)")
     parser.add_argument("--arch", default="auto",
-                        help="architecture: auto (read off the shapes / official full size), full, tiny, "
+                        help="architecture: auto (read off the checkpoint shapes), full, tiny, "
                              "a JSON object of official config keywords, or a .json file")
     parser.add_argument("--force", action="store_true", help="replace OUTPUT if it exists")
     parser.add_argument("--verbose", "-v", action="store_true", help="list every mapped key")

@@ -26,7 +26,7 @@ from daefr.errors import CheckpointError, ConfigError
 from daefr.interop.keymap import ASSOCIATION_STAGE_KEYMAP, CODEBOOK_STAGE_KEYMAP, KeyMap, MappingReport
 from daefr.interop.keymap_daefr import is_daefr_final_state_dict
 from daefr.interop.official_reader import read_official_checkpoint
-from daefr.interop.restorer_io import restorer_from_official
+from daefr.interop.restorer_io import infer_vqgan_arch, restorer_from_official
 
 __all__ = ["KINDS", "ConversionResult", "convert_official", "detect_kind", "parse_arch"]
 
@@ -89,11 +89,14 @@ def _as_arch_dict(parsed: Any) -> dict[str, Any]:
     return parsed
 
 
-def _vqgan_arch(arch: str | dict[str, Any] | None) -> tuple[dict[str, Any], dict[str, Any]]:
-    """(VQGAN ddconfig, discriminator settings) for the codebook/association kinds."""
+def _vqgan_arch(arch: str | dict[str, Any] | None, sd: Mapping[str, Tensor]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(VQGAN ddconfig, discriminator settings) for the codebook/association kinds (None: from the shapes)."""
     from daefr.models.presets import DISCRIMINATOR_PRESETS, vqgan_preset
 
-    if arch is None or isinstance(arch, str):
+    if arch is None:
+        vq_cfg, disc_cfg = infer_vqgan_arch(sd)
+        return {**vqgan_preset("official"), **vq_cfg}, disc_cfg or dict(DISCRIMINATOR_PRESETS["official"])
+    if isinstance(arch, str):
         name = "tiny" if arch == "tiny" else "official"
         return vqgan_preset(name), dict(DISCRIMINATOR_PRESETS[name])
     cfg = dict(arch)
@@ -122,14 +125,14 @@ def _targets(kind: str, vq_cfg: dict[str, Any], disc_cfg: dict[str, Any]) -> tup
 
 def _convert_stage(sd: Mapping[str, Tensor], kind: str, arch: str | dict[str, Any] | None,
                    strict: bool) -> tuple[dict[str, Tensor], MappingReport, dict[str, Any]]:
-    vq_cfg, disc_cfg = _vqgan_arch(arch)
+    vq_cfg, disc_cfg = _vqgan_arch(arch, sd)
     keymap, modules = _targets(kind, vq_cfg, disc_cfg)
     target = {f"{ns}.{k}": tuple(v.shape) for ns, m in modules.items() for k, v in m.state_dict().items()}
     report = keymap.report({k: tuple(v.shape) for k, v in sd.items()}, target)
     # LPIPS keys are mapped by name only (their module lives in the losses): not "missing" here
     report.missing = [k for k in report.missing if not k.startswith(("lpips.", "hq_lpips.", "lq_lpips."))]
     if strict:
-        report.raise_if_incomplete(f"{kind} checkpoint (pass --arch if it is not the official full size)")
+        report.raise_if_incomplete(f"{kind} checkpoint (pass --arch if its architecture was not read correctly)")
     tensors = {ours: sd[key] for key, ours in {**report.mapped, **report.name_only}.items()
                if key not in report.shape_mismatches}
     return tensors, report, {"vqgan": vq_cfg, "discriminator": disc_cfg}
@@ -140,8 +143,8 @@ def convert_official(src: str | Path, dst: str | Path, *, kind: str = "auto",
                      strict: bool = True) -> ConversionResult:
     """Read an official checkpoint safely, map its keys, and write ``dst`` (safetensors, atomically).
 
-    ``arch``: ``full``/``official``/``tiny``/a dict (None: read off the shapes for ``daefr``, official
-    full size for the other kinds). Refuses to replace ``dst`` unless ``overwrite``.
+    ``arch``: ``full``/``official``/``tiny``/a dict of official keywords (None: read off the shapes).
+    Refuses to replace ``dst`` unless ``overwrite``.
     """
     from daefr.utils.io import atomic_save_safetensors
 

@@ -12,6 +12,7 @@ Public API (names kept stable for other tools):
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections.abc import Mapping
 from pathlib import Path
@@ -25,7 +26,7 @@ from daefr.interop.keymap_daefr import is_daefr_final_state_dict, load_official_
 from daefr.interop.official_reader import read_official_checkpoint
 from daefr.models.restorer import FORMAT_NAME, DAEFRRestorer, restorer_arch
 
-__all__ = ["infer_official_arch", "load_restorer", "read_restorer_metadata", "restorer_from_official",
+__all__ = ["infer_official_arch", "infer_vqgan_arch", "load_restorer", "read_restorer_metadata", "restorer_from_official",
            "save_restorer"]
 
 _DOWNLOAD_HINT = (
@@ -39,6 +40,32 @@ def _unwrap(state_dict: Mapping[str, Any]) -> Mapping[str, Tensor]:
     return inner if isinstance(inner, Mapping) else state_dict
 
 
+def _encoder_layout(sd: Mapping[str, Tensor], enc: str) -> dict[str, Any]:
+    """Layout of the official encoder under prefix ``enc``; ``attn_levels`` lists levels with attention."""
+    ch = int(sd[enc + "conv_in.weight"].shape[0])
+    levels = sorted({int(m.group(1)) for k in sd if (m := re.match(re.escape(enc) + r"down\.(\d+)\.", k))})
+    if not levels:
+        raise KeyError(enc + "down.0.*")
+    return {
+        "ch": ch,
+        "ch_mult": [int(sd[f"{enc}down.{i}.block.0.conv2.weight"].shape[0]) // ch for i in levels],
+        "num_res_blocks": len({m.group(1) for k in sd
+                               if (m := re.match(re.escape(enc) + r"down\.0\.block\.(\d+)\.", k))}),
+        "attn_levels": [i for i in levels if f"{enc}down.{i}.attn.0.q.weight" in sd],
+        "z_channels": int(sd[enc + "conv_out.weight"].shape[0]),
+        "enable_mid": any(k.startswith(enc + "mid.") for k in sd),
+    }
+
+
+def _with_resolution(layout: dict[str, Any], grid: int) -> dict[str, Any]:
+    """Replace ``attn_levels`` by ``resolution`` and ``attn_resolutions`` for a latent grid of ``grid``."""
+    out = dict(layout)
+    levels = out.pop("attn_levels")
+    out["resolution"] = resolution = grid * 2 ** (len(out["ch_mult"]) - 1)
+    out["attn_resolutions"] = sorted({resolution // 2**i for i in levels}, reverse=True)
+    return out
+
+
 def infer_official_arch(state_dict: Mapping[str, Tensor]) -> dict[str, Any]:
     """Architecture keywords of an official final-stage state dict, read off its shapes.
 
@@ -48,30 +75,43 @@ def infer_official_arch(state_dict: Mapping[str, Tensor]) -> dict[str, Any]:
     Raises :class:`CheckpointError` when a key it needs is absent.
     """
     sd = _unwrap(state_dict)
-    enc = "vqvae.encoder."
     try:
-        ch = int(sd[enc + "conv_in.weight"].shape[0])
-        levels = sorted({int(m.group(1)) for k in sd if (m := re.match(re.escape(enc) + r"down\.(\d+)\.", k))})
-        ch_mult = [int(sd[f"{enc}down.{i}.block.0.conv2.weight"].shape[0]) // ch for i in levels]
-        num_res_blocks = len({m.group(1) for k in sd if (m := re.match(re.escape(enc) + r"down\.0\.block\.(\d+)\.", k))})
         tokens = int(sd["position_emb"].shape[0])
-        grid = int(round(tokens**0.5))
+        grid = math.isqrt(tokens)
         if grid * grid != tokens:
             raise CheckpointError(f"position_emb has {tokens} tokens, not a square grid; pass the architecture")
-        resolution = grid * 2 ** (len(levels) - 1)
-        attn = sorted({resolution // 2**i for i in levels if f"{enc}down.{i}.attn.0.q.weight" in sd}, reverse=True)
-        n_layers = len({m.group(1) for k in sd if (m := re.match(r"ft_layers\.(\d+)\.", k))})
-        return {
-            "ch": ch, "ch_mult": ch_mult, "num_res_blocks": num_res_blocks, "resolution": resolution,
-            "attn_resolutions": attn, "z_channels": int(sd[enc + "conv_out.weight"].shape[0]),
-            "embed_dim": int(sd["vqvae.Fixed_quantize.embedding.weight"].shape[1]),
-            "n_embed": int(sd["vqvae.Fixed_quantize.embedding.weight"].shape[0]),
-            "enable_mid": any(k.startswith(enc + "mid.") for k in sd),
-            "n_layers": n_layers, "dim_mlp": int(sd["ft_layers.0.linear1.weight"].shape[0]),
-            "transformer_dim": int(sd["feat_emb.weight"].shape[0]),
-        }
+        arch = _with_resolution(_encoder_layout(sd, "vqvae.encoder."), grid)
+        codebook = sd["vqvae.Fixed_quantize.embedding.weight"]
+        arch.update(
+            embed_dim=int(codebook.shape[1]), n_embed=int(codebook.shape[0]),
+            n_layers=len({m.group(1) for k in sd if (m := re.match(r"ft_layers\.(\d+)\.", k))}),
+            dim_mlp=int(sd["ft_layers.0.linear1.weight"].shape[0]), transformer_dim=int(sd["feat_emb.weight"].shape[0]),
+        )
+        return arch
     except KeyError as exc:
         raise CheckpointError(f"not an official DAEFR final-stage state dict: key {exc} is missing") from None
+
+
+def infer_vqgan_arch(state_dict: Mapping[str, Tensor], prefix: str = "vqvae.",
+                     loss_prefix: str = "loss.") -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """(VQGAN ddconfig, PatchGAN settings or None) of an official codebook/association branch, from shapes.
+
+    A VQGAN state dict does not record its training resolution; the layout is the same for every
+    resolution that puts the attention blocks on the same levels, so the one giving a 16x16 latent
+    (the official choice) is reported.
+    """
+    sd = _unwrap(state_dict)
+    try:
+        arch = _with_resolution(_encoder_layout(sd, prefix + "encoder."), 16)
+        codebook = sd[prefix + "quantize.embedding.weight"]
+        arch.update(embed_dim=int(codebook.shape[1]), n_embed=int(codebook.shape[0]))
+    except KeyError as exc:
+        raise CheckpointError(f"not an official VQGAN state dict under {prefix!r}: key {exc} is missing") from None
+    first = sd.get(loss_prefix + "discriminator.main.0.weight")
+    if first is None:
+        return arch, None
+    n_layers = len({k for k in sd if k.startswith(loss_prefix + "discriminator.main.") and k.endswith(".running_mean")})
+    return arch, {"in_channels": int(first.shape[1]), "ndf": int(first.shape[0]), "n_layers": n_layers}
 
 
 def restorer_from_official(state_dict: Mapping[str, Tensor], *, preset: str | None = None, fast: bool = False,
