@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -140,3 +142,17 @@ def test_device_selection() -> None:
     if not torch.cuda.is_available():
         with pytest.raises(ConfigError, match="CUDA is not available"):
             select_device("cuda")
+
+
+def test_restore_reads_paths_and_reports_bad_files(tmp_path: Path) -> None:
+    from PIL import Image
+
+    good = tmp_path / "face.png"
+    Image.fromarray(_photo(100)).save(good)
+    bad = tmp_path / "bad.png"
+    bad.write_text("no pixels here")
+    restorer = Restorer(Negate(), face_size=32, detector=FixedFaces({100: 1}))
+    assert len(restorer.restore(good).faces) == 1
+    out = dict(restorer.restore_many([("bad", bad), ("good", str(good))], return_exceptions=True))
+    assert isinstance(out["bad"], ImageReadError) and "not an image" in str(out["bad"])
+    assert isinstance(out["good"], RestoreResult)
