@@ -242,3 +242,13 @@ def test_convert_association_checkpoint(tmp_path, parity_dir, capsys) -> None:
         assert set(handle.keys()) == keys and json.loads(handle.metadata()["arch"])["vqgan"]["ch_mult"] == [1, 2, 2]
     assert main(["convert", str(src), str(tmp_path / "c.safetensors"), "--arch", "full"]) == 1
     assert "pass --arch" in capsys.readouterr().err
+
+
+def test_architecture_keywords_override_what_the_shapes_say(official_sd, restorer, lq) -> None:
+    # head counts are invisible in shapes: a keyword sets them, the rest still comes from the shapes
+    four_heads = restorer_from_official(official_sd, n_head=4)
+    assert four_heads.arch["n_head"] == 4 and four_heads.arch["ch_mult"] == [1, 2]
+    with torch.no_grad():
+        ours, default = four_heads(lq, return_details=True), restorer(lq, return_details=True)
+    assert torch.equal(ours["fused"], default["fused"])  # same weights up to the transformer
+    assert (ours["logits"] - default["logits"]).abs().max() > 1e-3  # 4 heads of 16 vs 8 heads of 8

@@ -119,16 +119,16 @@ def restorer_from_official(state_dict: Mapping[str, Tensor], *, preset: str | No
     """Our restorer from an official final-stage state dict (keys as in ``official_keys.json``).
 
     ``arch`` keywords are named as in the official config (``ch``, ``ch_mult``, ``num_res_blocks``,
-    ``resolution``, ``attn_resolutions``, ``z_channels``, ``embed_dim``, ``n_embed``, ...) and override
-    ``preset`` (``full``/``tiny``). With neither, the architecture is read off the shapes
+    ``resolution``, ``attn_resolutions``, ``z_channels``, ``embed_dim``, ``n_embed``, ``n_head``, ...). They
+    override ``preset`` (``full``/``tiny``) when one is given, else the architecture read off the shapes
     (:func:`infer_official_arch`; the released file gives the official full size). Every key is accounted
     for: training-only keys (target branch, association codebooks) are reported as not loaded, and with
     ``strict`` any missing, unexpected or mis-shaped key raises :class:`CheckpointError`. The mapping
     report is attached as ``restorer.load_report``. Returns the restorer in eval mode.
     """
     sd = _unwrap(state_dict)
-    if preset is None and not arch and is_daefr_final_state_dict(sd):
-        cfg = restorer_arch("full", **infer_official_arch(sd))
+    if preset is None and is_daefr_final_state_dict(sd):
+        cfg = restorer_arch("full", **{**infer_official_arch(sd), **arch})  # given keywords win
     else:
         cfg = restorer_arch(preset, **arch)
     restorer = _build(cfg, fast, strict)
