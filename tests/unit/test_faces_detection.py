@@ -139,6 +139,18 @@ def test_detector_rejects_non_rgb_input(hog68: DlibHogDetector) -> None:
         hog68(np.zeros((10, 10), np.float32))
 
 
+def test_upsample_setting(astronaut: np.ndarray) -> None:
+    from daefr.inference.detection import _upsample_for
+
+    assert _upsample_for("auto", astronaut) == 1
+    assert _upsample_for("auto", np.zeros((600, 1500, 3), np.uint8)) == 0  # big photos are not doubled
+    assert _upsample_for(2, astronaut) == 2
+    with pytest.raises(ConfigError, match="upsample"):
+        DlibHogDetector(upsample=-1)
+    with pytest.raises(ConfigError, match="landmarks"):
+        DlibHogDetector(landmarks=17)
+
+
 def test_missing_dependency_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
     real_import = builtins.__import__
 

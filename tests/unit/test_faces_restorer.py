@@ -156,3 +156,22 @@ def test_restore_reads_paths_and_reports_bad_files(tmp_path: Path) -> None:
     out = dict(restorer.restore_many([("bad", bad), ("good", str(good))], return_exceptions=True))
     assert isinstance(out["bad"], ImageReadError) and "not an image" in str(out["bad"])
     assert isinstance(out["good"], RestoreResult)
+
+
+def test_a_failing_network_batch_fails_only_its_photos() -> None:
+    class FailOnSecondCall(Negate):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            if len(self.batches) == 1:
+                self.batches.append(-1)
+                raise RuntimeError("out of memory")
+            return super().forward(x)
+
+    restorer = Restorer(FailOnSecondCall(), face_size=32, batch_size=2, detector=FixedFaces({100: 2}))
+    photos = [(k, _photo(100, i)) for i, k in enumerate("abc")]
+    out = dict(restorer.restore_many(photos, return_exceptions=True))
+    assert isinstance(out["a"], RestoreResult)
+    assert isinstance(out["b"], RuntimeError) and "out of memory" in str(out["b"])
+    assert isinstance(out["c"], RestoreResult)
+    with pytest.raises(RuntimeError):
+        list(Restorer(FailOnSecondCall(), face_size=32, batch_size=2, detector=FixedFaces({100: 2}))
+             .restore_many(photos))

