@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +21,16 @@ from daefr.metrics.fid import (
 )
 from daefr.metrics.inception import FIDInceptionV3, load_fid_inception
 from daefr.testing.weights import write_random_fid_inception_weights
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _single_thread() -> Iterator[None]:
+    # Small CPU inferences: with several busy processes on few cores, torch's thread pool spin-waits
+    # and runs ~10x slower than one thread (measured here); restored afterwards for other modules.
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
 
 
 def _scipy_fid(m1: np.ndarray, s1: np.ndarray, m2: np.ndarray, s2: np.ndarray) -> float:
@@ -120,3 +131,30 @@ def test_inception_missing_or_wrong_file(tmp_path: Path, monkeypatch: pytest.Mon
     torch.save({"Conv2d_1a_3x3.conv.weight": torch.zeros(32, 3, 3, 3)}, tmp_path / "partial.pth")
     with pytest.raises(CheckpointError, match="not the FID Inception weights file"):
         load_fid_inception(tmp_path / "partial.pth")
+
+
+def test_suite_fid_against_folder_and_statistics_file(
+    inception: FIDInceptionV3, inception_file: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import daefr.metrics.inception as inception_module
+    from daefr.metrics.images import read_rgb8, write_rgb8
+    from daefr.metrics.suite import MetricsConfig, evaluate_folders
+
+    # reuse the module's loaded network (loading ~95 MB again would only cost time)
+    monkeypatch.setattr(inception_module, "load_fid_inception", lambda path=None, resize_input=True: inception)
+    rng = np.random.default_rng(4)
+    for i in range(2):
+        gt = rng.integers(0, 256, (76, 76, 3), dtype=np.uint8)
+        write_rgb8(tmp_path / "gt" / f"{i}.png", gt)
+        write_rgb8(tmp_path / "restored" / f"{i}.png", np.clip(gt + rng.normal(0, 20, gt.shape), 0, 255).astype(np.uint8))
+    cfg = MetricsConfig(metrics=("fid",), inception=str(inception_file), fid_resize=False)
+    from_folder = evaluate_folders(tmp_path / "restored", tmp_path / "gt", config=cfg)
+    assert not from_folder.skipped and from_folder.summary["fid"] is not None and from_folder.summary["fid"] > 0
+    gt_feats = inception_features(inception, [read_rgb8(p) for p in sorted((tmp_path / "gt").iterdir())])
+    save_statistics(tmp_path / "ref.npz", *statistics(gt_feats))
+    cfg.fid_reference = str(tmp_path / "ref.npz")
+    from_file = evaluate_folders(tmp_path / "restored", None, config=cfg)  # no-reference mode with --fid-ref
+    assert from_file.summary["fid"] == pytest.approx(from_folder.summary["fid"], rel=1e-6)
+    cfg.fid_reference = str(tmp_path / "missing.npz")
+    skipped = evaluate_folders(tmp_path / "restored", None, config=cfg)
+    assert "missing.npz" in skipped.skipped["fid"] and "fid" not in skipped.summary

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +20,16 @@ from daefr.metrics.arcface import (
     load_arcface,
 )
 from daefr.testing.weights import write_random_arcface_weights
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _single_thread() -> Iterator[None]:
+    # Small CPU inferences: with several busy processes on few cores, torch's thread pool spin-waits
+    # and runs ~10x slower than one thread (measured here); restored afterwards for other modules.
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
 
 
 def _face(seed: int, size: int = 96) -> np.ndarray:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,16 @@ import torch.nn.functional as F
 from daefr.errors import CheckpointError, WeightsNotFoundError
 from daefr.losses.lpips import LPIPS, VGG16_WIDTHS
 from daefr.testing.weights import LPIPSWeightPaths, write_random_lpips_weights
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _single_thread() -> Iterator[None]:
+    # Small CPU inferences: with several busy processes on few cores, torch's thread pool spin-waits
+    # and runs ~10x slower than one thread (measured here); restored afterwards for other modules.
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
 
 
 @pytest.fixture(scope="module")

@@ -48,7 +48,6 @@ def params_to_json(params: dict[str, object]) -> dict[str, object]:
 
 
 def run(args: argparse.Namespace) -> int:
-    import os
     from pathlib import Path
 
     import numpy as np
@@ -75,7 +74,7 @@ def run(args: argparse.Namespace) -> int:
     for index, file in enumerate(files):
         hq = read_rgb8(file)
         if args.size is not None and hq.shape[:2] != (args.size, args.size):
-            hq = np.asarray(Image.fromarray(hq).resize((args.size, args.size), Image.Resampling.BICUBIC))
+            hq = np.array(Image.fromarray(hq).resize((args.size, args.size), Image.Resampling.BICUBIC))
         seed = image_seed(args.seed, file.stem)
         gen = torch.Generator(device="cpu").manual_seed(seed)
         x = torch.from_numpy(hq).permute(2, 0, 1)[None].float().div(255.0).to(args.device)
@@ -90,7 +89,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"[{index + 1}/{len(files)}] {file.name}")
     manifest = {"format": "daefr-testset/1", "daefr_version": __version__, "preset": args.preset,
                 "preset_repr": repr(degradation), "base_seed": args.seed, "size": args.size,
-                "source": os.path.abspath(args.hq), "images": names,
+                "source": str(args.hq), "images": names,
                 "seeding": "per image: sha256('{base_seed}:{name}') first 8 bytes, little endian, 63 bits"}
     _write_json(out / "manifest.json", manifest)
     print(f"wrote {len(files)} LQ/GT pairs to {out}")

@@ -67,7 +67,7 @@ def _png_data_uri(image: np.ndarray, height: int = 128) -> str:
     from PIL import Image
 
     img = Image.fromarray(image)
-    if img.height != height:
+    if img.height > height:  # smaller images stay native (small file) and are scaled up by the browser
         img = img.resize((max(1, round(img.width * height / img.height)), height), Image.Resampling.BICUBIC)
     buf = io.BytesIO()
     img.save(buf, format="PNG", optimize=True)
@@ -119,6 +119,22 @@ def write_run(result: EvaluationResult, out_dir: str | os.PathLike[str], title: 
     return paths
 
 
+def evaluate_to_folder(
+    restored_dir: str | os.PathLike[str],
+    out_dir: str | os.PathLike[str],
+    gt_dir: str | os.PathLike[str] | None = None,
+    lq_dir: str | os.PathLike[str] | None = None,
+    config: Any = None,
+    title: str = "daefr evaluation",
+    examples: int = 3,
+) -> tuple[EvaluationResult, dict[str, Path]]:
+    """Score a folder (see :func:`daefr.metrics.suite.evaluate_folders`) and write its report in one call."""
+    from daefr.metrics.suite import evaluate_folders
+
+    result = evaluate_folders(restored_dir, gt_dir, lq_dir, config)
+    return result, write_run(result, out_dir, title=title, examples=examples)
+
+
 def read_run(run_dir: str | os.PathLike[str]) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """Read a run folder back: (summary.json contents with numbers parsed, per-image rows)."""
     from daefr.errors import ConfigError
@@ -145,7 +161,7 @@ td:first-child,th:first-child{text-align:left}
 table.sortable th{cursor:pointer;user-select:none}table.sortable th:after{content:" \\2195";color:#999}
 .better{color:#0a7d22}.worse{color:#b3261e}.note{color:#666;font-size:12px}
 .strip{display:flex;gap:6px;align-items:flex-start;margin:6px 0 14px}
-.strip figure{margin:0;text-align:center;font-size:12px}.strip img{display:block;image-rendering:auto}
+.strip figure{margin:0;text-align:center;font-size:12px}.strip img{display:block;height:128px;width:auto}
 code{background:#f4f4f4;padding:1px 4px}
 """
 
@@ -230,7 +246,8 @@ def render_html(result: EvaluationResult, title: str = "daefr evaluation", examp
     body.append(f"<p class=\"note\">PSNR/SSIM on 8-bit RGB{' (Y channel)' if cfg.get('y_channel') else ''}, "
                 f"crop border {cfg.get('crop_border', 0)}; LPIPS VGG on [-1, 1]; Deg = ArcFace angle in degrees; "
                 "LMD in pixels; arrows show the better direction.</p>")
-    body.append("<h2>Summary</h2><table id=\"summary\"><thead><tr><th>metric</th><th>mean</th><th>status</th></tr></thead><tbody>")
+    body.append("<h2>Summary</h2><table id=\"summary\"><thead><tr><th>metric</th><th>mean</th>"
+                "<th style=\"text-align:left\">status</th></tr></thead><tbody>")
     for name in result.metrics:
         if name in result.skipped:
             status = "skipped: " + html.escape(result.skipped[name])

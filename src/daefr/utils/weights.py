@@ -63,9 +63,11 @@ def resolve_weights(
     for candidate in searched:
         if candidate.is_file():
             return candidate
-    where = ", ".join(repr(str(p)) for p in searched) if searched else f"(${WEIGHTS_DIR_ENV} is not set)"
+    where = "searched " + ", ".join(repr(str(p)) for p in searched) if searched else "nowhere to search"
+    if folder is None:
+        where += f"; ${WEIGHTS_DIR_ENV} is not set"
     raise WeightsNotFoundError(
-        f"{what}: file {default_name!r} not found (searched {where}). Download it from {source} and put "
+        f"{what}: file {default_name!r} not found ({where}). Download it from {source} and put "
         f"it in the folder named by ${WEIGHTS_DIR_ENV}, or pass its path explicitly."
     )
 
