@@ -42,25 +42,28 @@ class TinyAutoencoder(LightningModule):
 
 
 class SaveRankWeights(Callback):
-    """At the end of fit every rank writes its weights and its view of the world to ``dirpath``."""
+    """Every rank writes its parameters at the start and end of fit, and its view of the world."""
 
     def __init__(self, dirpath: str) -> None:
         self.dirpath = Path(dirpath)
 
     def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self.dirpath.mkdir(parents=True, exist_ok=True)
-        torch.save({k: v.detach().cpu().clone() for k, v in pl_module.state_dict().items()},
-                   self.dirpath / f"initial-rank{trainer.global_rank}.pt")
+        torch.save(_parameters(pl_module), self.dirpath / f"initial-rank{trainer.global_rank}.pt")
 
     def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self.dirpath.mkdir(parents=True, exist_ok=True)
         rank = trainer.global_rank
-        torch.save({k: v.detach().cpu() for k, v in pl_module.state_dict().items()},
-                   self.dirpath / f"weights-rank{rank}.pt")
+        torch.save(_parameters(pl_module), self.dirpath / f"weights-rank{rank}.pt")
         info = {"rank": rank, "world_size": trainer.world_size, "global_step": trainer.global_step,
                 "node_rank": trainer.node_rank, "num_nodes": trainer.num_nodes,
                 "strategy": type(trainer.strategy).__name__, "pid": os.getpid()}
         (self.dirpath / f"info-rank{rank}.json").write_text(json.dumps(info))
+
+
+def _parameters(module: LightningModule) -> dict[str, torch.Tensor]:
+    # parameters only: buffers such as BatchNorm running statistics are per rank unless synced
+    return {name: p.detach().cpu().clone() for name, p in module.named_parameters()}
 
 
 class DieOnRank(Callback):
