@@ -51,7 +51,9 @@ def folders(tmp_path: Path) -> tuple[Path, Path, Path]:
 
 def test_write_run_outputs(folders: tuple[Path, Path, Path], tmp_path: Path) -> None:
     gt, restored, lq = folders
+    write_rgb8(restored / "extra.png", np.zeros((32, 32, 3), np.uint8))  # no GT: reported, not scored
     result = evaluate_folders(restored, gt, lq, MetricsConfig(metrics=("psnr", "ssim", "niqe")))
+    assert result.info["unpaired"] == ["extra"] and len(result.rows) == 3
     assert "niqe" in result.skipped and "niqe_pris_params.npz" in result.skipped["niqe"]
     assert result.rows[0]["psnr"] == math.inf and result.summary["psnr"] == math.inf
     paths = write_run(result, tmp_path / "run", title="unit run")
@@ -65,6 +67,7 @@ def test_write_run_outputs(folders: tuple[Path, Path, Path], tmp_path: Path) -> 
     assert page.count("data:image/png;base64,") >= 6  # LQ | restored | GT strips for best and worst
     assert 'id="per-image"' in page and "<script>" in page and "skipped" in page
     assert "Best images by PSNR" in page and "Worst images by PSNR" in page
+    assert "only one folder, not scored: extra" in page
 
 
 def test_comparison(folders: tuple[Path, Path, Path], tmp_path: Path) -> None:

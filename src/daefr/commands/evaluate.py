@@ -88,7 +88,12 @@ def run(args: argparse.Namespace) -> int:
         niqe_block_size=args.niqe_block_size, arcface=args.arcface, landmarks=args.landmarks,
         device=args.device, batch_size=args.batch_size, strict=args.strict,
     )
-    result = evaluate_folders(restored, args.gt, args.lq, cfg)
+    from tqdm import tqdm
+
+    from daefr.metrics.images import list_images
+
+    with tqdm(total=len(list_images(restored)), desc="evaluate", unit="img", disable=None) as bar:
+        result = evaluate_folders(restored, args.gt, args.lq, cfg, progress=lambda _name: bar.update())
     if args.fid_save_stats:
         _save_fid_stats(restored, cfg, args.fid_save_stats)
     paths = write_run(result, args.out, title=args.title or "daefr evaluation", examples=args.examples)
@@ -98,6 +103,9 @@ def run(args: argparse.Namespace) -> int:
         else:
             value = result.summary.get(name)
             print(f"{name:>6}: {'n/a' if value is None else f'{value:.4f}'}")
+    if result.info.get("unpaired"):
+        print(f"note: {len(result.info['unpaired'])} file name(s) only in one folder, not scored: "
+              + ", ".join(result.info["unpaired"][:10]))
     for note in result.errors:
         print(f"note: {note}")
     print(f"wrote {paths['html']}, {paths['csv']} and {paths['json']}")

@@ -109,29 +109,48 @@ def load_statistics(path: str | os.PathLike[str]) -> tuple[np.ndarray, np.ndarra
         return np.asarray(data["mu"], np.float64), np.asarray(data["sigma"], np.float64)
 
 
-@torch.no_grad()
+class FeatureAccumulator:
+    """Collects pool3 features image by image, running the network on batches of same-sized images.
+
+    Only features are kept (2048 floats per image), so a large test set never sits in memory.
+    """
+
+    def __init__(self, model: FIDInceptionV3, batch_size: int = 16, device: str | torch.device = "cpu") -> None:
+        self.model = model.to(device)
+        self.batch_size = max(1, int(batch_size))
+        self.device = device
+        self._batch: list[np.ndarray] = []
+        self._out: list[np.ndarray] = []
+
+    @torch.no_grad()
+    def _flush(self) -> None:
+        if self._batch:
+            x = torch.from_numpy(np.stack(self._batch)).permute(0, 3, 1, 2).float().div(255.0).to(self.device)
+            self._out.append(self.model(x).double().cpu().numpy())
+            self._batch.clear()
+
+    def add(self, image: np.ndarray) -> None:
+        """Queue one (H, W, 3) uint8 RGB image."""
+        if self._batch and (image.shape != self._batch[0].shape or len(self._batch) == self.batch_size):
+            self._flush()
+        self._batch.append(image)
+
+    def features(self) -> np.ndarray:
+        """(N, 2048) features of every image added so far."""
+        self._flush()
+        if not self._out:
+            raise ValueError("no images to compute Inception features of")
+        return np.concatenate(self._out)
+
+
 def inception_features(
     model: FIDInceptionV3, images: Iterable[np.ndarray], batch_size: int = 16, device: str | torch.device = "cpu"
 ) -> np.ndarray:
-    """(H, W, 3) uint8 RGB images -> (N, 2048) pool3 features; images of one batch must share a size."""
-    model = model.to(device)
-    out: list[np.ndarray] = []
-    batch: list[np.ndarray] = []
-
-    def flush() -> None:
-        x = torch.from_numpy(np.stack(batch)).permute(0, 3, 1, 2).float().div(255.0).to(device)
-        out.append(model(x).double().cpu().numpy())
-        batch.clear()
-
+    """(H, W, 3) uint8 RGB images -> (N, 2048) pool3 features (consecutive same-sized images batched)."""
+    acc = FeatureAccumulator(model, batch_size, device)
     for image in images:
-        if batch and (image.shape != batch[0].shape or len(batch) == batch_size):
-            flush()
-        batch.append(image)
-    if batch:
-        flush()
-    if not out:
-        raise ValueError("no images to compute Inception features of")
-    return np.concatenate(out)
+        acc.add(image)
+    return acc.features()
 
 
 def reference_features_or_statistics(

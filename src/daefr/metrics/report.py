@@ -256,8 +256,11 @@ def render_html(result: EvaluationResult, title: str = "daefr evaluation", examp
             label = "set-level" if name == "fid" else f"mean of {sum(r.get(name) is not None for r in result.rows)} images"
             body.append(f"<tr><td>{_header(name)}</td>{_cell(result.summary.get(name))}<td style=\"text-align:left\">{label}</td></tr>")
     body.append("</tbody></table>")
-    if result.errors:
-        body.append("<h2>Notes</h2><ul>" + "".join(f"<li>{html.escape(e)}</li>" for e in result.errors) + "</ul>")
+    notes = list(result.errors)
+    if info.get("unpaired"):
+        notes.append(f"{len(info['unpaired'])} file name(s) in only one folder, not scored: " + ", ".join(info["unpaired"]))
+    if notes:
+        body.append("<h2>Notes</h2><ul>" + "".join(f"<li>{html.escape(e)}</li>" for e in notes) + "</ul>")
     metric = primary_metric(per_image, result.rows)
     if metric is not None and examples > 0:
         best, worst = rank_rows(result.rows, metric, examples)

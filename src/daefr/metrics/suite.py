@@ -185,10 +185,23 @@ def evaluate_folders(
     if "fid" in scorers and cfg.fid_reference is None and not paired:
         skipped["fid"] = "FID needs a reference: pass --fid-ref (an .npz with mu/sigma or a folder of images) or --gt"
         del scorers["fid"]
+    elif "fid" in scorers and cfg.fid_reference is not None and not Path(cfg.fid_reference).exists():
+        # fail early rather than after computing every feature
+        skipped["fid"] = (f"WeightsNotFoundError: FID reference {cfg.fid_reference!r} not found: pass an .npz with "
+                          "'mu'/'sigma' (e.g. from --fid-save-stats or pytorch-fid --save-stats) or a folder of images")
+        del scorers["fid"]
+        if cfg.strict:
+            from daefr.errors import WeightsNotFoundError
+
+            raise WeightsNotFoundError(skipped["fid"].split(": ", 1)[1])
     per_image = [n for n in names if n not in SET_LEVEL and n not in skipped]
     rows: list[dict[str, Any]] = []
     errors: list[str] = []
-    restored_images: list[np.ndarray] = []
+    fid_acc = None
+    if "fid" in scorers:
+        from daefr.metrics.fid import FeatureAccumulator
+
+        fid_acc = FeatureAccumulator(scorers["fid"], cfg.batch_size, cfg.device)
     for restored_path, gt_path in items:
         restored = read_rgb8(restored_path)
         gt = read_rgb8(gt_path) if gt_path is not None else None
@@ -208,8 +221,8 @@ def evaluate_folders(
             except ValueError as exc:
                 row[name] = None
                 errors.append(f"{restored_path.stem}: {name}: {exc}")
-        if "fid" in scorers:
-            restored_images.append(restored)
+        if fid_acc is not None:
+            fid_acc.add(restored)
         rows.append(row)
         if progress is not None:
             progress(restored_path.stem)
@@ -219,7 +232,8 @@ def evaluate_folders(
         summary[name] = float(np.mean(values)) if values else None
     if "fid" in scorers:
         try:
-            summary["fid"] = _fid(scorers["fid"], restored_images, cfg, gt_dir, errors)
+            assert fid_acc is not None
+            summary["fid"] = _fid(scorers["fid"], fid_acc, cfg, gt_dir, errors)
         except DaefrError as exc:  # e.g. the reference statistics file is missing
             if cfg.strict:
                 raise
@@ -233,16 +247,15 @@ def evaluate_folders(
     return EvaluationResult(rows, summary, skipped, errors, names, info)
 
 
-def _fid(model: Any, images: list[np.ndarray], cfg: MetricsConfig, gt_dir: Any, errors: list[str]) -> float | None:
+def _fid(model: Any, acc: Any, cfg: MetricsConfig, gt_dir: Any, errors: list[str]) -> float | None:
     from daefr.metrics.fid import (
         frechet_distance_features,
-        inception_features,
         reference_features_or_statistics,
     )
 
     reference = cfg.fid_reference if cfg.fid_reference is not None else gt_dir
     try:
-        feats = inception_features(model, images, cfg.batch_size, cfg.device)
+        feats = acc.features()
         ref_feats, ref_stats = reference_features_or_statistics(reference, model, cfg.batch_size, cfg.device)
         value = frechet_distance_features(feats, ref_feats, ref_stats)
     except ValueError as exc:
