@@ -150,3 +150,25 @@ def test_registry_builds_lpips(weights: LPIPSWeightPaths) -> None:
 
     model = REGISTRY.build("losses", {"name": "lpips", "weights_path": str(weights.official), "reduction": "mean"})
     assert isinstance(model, LPIPS) and model.reduction == "mean"
+
+
+def test_metrics_suite_reads_official_checkpoint_layout(weights: LPIPSWeightPaths, tmp_path: Path) -> None:
+    import numpy as np
+
+    from daefr.metrics.images import write_rgb8
+    from daefr.metrics.suite import MetricsConfig, evaluate_folders
+
+    rng = np.random.default_rng(0)
+    a, b = rng.integers(0, 256, (2, 32, 32, 3), dtype=np.uint8)
+    write_rgb8(tmp_path / "restored" / "x.png", a)
+    write_rgb8(tmp_path / "gt" / "x.png", b)
+    via_ckpt = evaluate_folders(tmp_path / "restored", tmp_path / "gt",
+                                config=MetricsConfig(metrics=("lpips",), lpips_weights=str(weights.official)))
+    expected = LPIPS(vgg_path=weights.vgg, lin_path=weights.lin)(
+        torch.from_numpy(a).permute(2, 0, 1)[None].float() / 127.5 - 1,
+        torch.from_numpy(b).permute(2, 0, 1)[None].float() / 127.5 - 1,
+    )
+    assert via_ckpt.summary["lpips"] == pytest.approx(float(expected[0]), rel=1e-6)
+    missing = evaluate_folders(tmp_path / "restored", tmp_path / "gt",
+                               config=MetricsConfig(metrics=("lpips",), lpips_weights=str(tmp_path / "no.ckpt")))
+    assert "no.ckpt" in missing.skipped["lpips"]

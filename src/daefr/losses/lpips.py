@@ -123,7 +123,11 @@ class LPIPS(nn.Module):
     Frozen: parameters never require grad and the module stays in eval mode (dropout off) unless
     ``dropout_in_train=True``. That switch reproduces the official training, where Lightning's
     ``model.train()`` also puts the LPIPS heads (dropout p=0.5) in train mode.
-    Pass ``pretrained=False`` to get random weights (only for tests and shape checks).
+    Pass ``pretrained=False`` to get random weights (only for tests and shape checks); ``widths``
+    applies then (with weight files the stage widths are read from the files). ``weights_path`` reads
+    one plain ``torch.save`` state dict in the official layout (prefix detected); for an official
+    Lightning training checkpoint use ``daefr.interop.official_reader.read_official_checkpoint`` and
+    :meth:`from_official_state_dict` (``prefix=None``), as ``daefr evaluate --lpips-weights`` does.
     """
 
     def __init__(

@@ -89,7 +89,14 @@ def _build_scorers(names: list[str], cfg: MetricsConfig) -> tuple[dict[str, Any]
             from daefr.losses.lpips import LPIPS
 
             if cfg.lpips_weights:
-                return LPIPS(weights_path=cfg.lpips_weights).to(cfg.device)
+                # Official training checkpoints are Lightning pickles: read them with the safe reader.
+                from daefr.interop.official_reader import read_official_checkpoint
+                from daefr.losses.lpips import VGG_SOURCE
+                from daefr.utils.weights import resolve_weights
+
+                file = resolve_weights(cfg.lpips_weights, "lpips_vgg_official.pth",
+                                       "LPIPS weights in the official layout", VGG_SOURCE)
+                return LPIPS.from_official_state_dict(read_official_checkpoint(file), prefix=None).to(cfg.device)
             return LPIPS(vgg_path=_weights(cfg.lpips_vgg, cfg), lin_path=_weights(cfg.lpips_lin, cfg)).to(cfg.device)
         loaders["lpips"] = lpips
     if "fid" in names:
