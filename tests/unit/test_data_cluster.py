@@ -12,6 +12,7 @@ import yaml
 from daefr.lightning_cli import run_lightning
 
 
+@pytest.mark.slow
 def test_ddp_gpu_overrides_compose_with_a_paper_config(repo_root: Path, capsys: pytest.CaptureFixture[str]) -> None:
     code = run_lightning([
         "fit", "--config", str(repo_root / "configs/daefr/hq_codebook.yaml"),

@@ -202,6 +202,21 @@ def test_degradation_hook_adds_seeded_lq_on_device(corpus: Any) -> None:
     assert torch.equal(again["lq"], out["lq"])  # validation degradations are fixed per batch
 
 
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_degradation_hook_runs_on_the_gpu(corpus: Any) -> None:
+    src, _, _ = corpus
+    dm = FaceDataModule(val=str(src), image_size=32, eval_batch_size=4, max_corrupt_fraction=0.5,
+                        degradation={"class_path": "daefr.data.degradation.presets.daefr_small"})
+    dm.setup("validate")
+    batch = next(iter(dm.val_dataloader()))
+    batch = {k: (v.cuda() if torch.is_tensor(v) else v) for k, v in batch.items()}
+    out = dm.on_after_batch_transfer(dict(batch), 0)
+    assert out["lq"].is_cuda and out["lq"].shape == out["hq"].shape
+    again = dm.on_after_batch_transfer(dict(batch), 0)
+    assert torch.equal(again["lq"], out["lq"])
+
+
 def test_source_resolution_and_config_errors(corpus: Any, tmp_path: Path) -> None:
     src, shards, _ = corpus
     assert isinstance(resolve_source(str(src)), FolderSource)
