@@ -12,11 +12,12 @@ from daefr.data.degradation import (
     PARAM_KEYS,
     PRESETS,
     Degradation,
+    apply_degradation,
     apply_to_batch,
     degrade_batch,
     preset,
 )
-from daefr.data.degradation.pipeline import size_buckets
+from daefr.data.degradation.pipeline import size_groups
 from daefr.registry import REGISTRY
 from daefr.testing.degradations import check_degradation, is_8bit
 
@@ -95,11 +96,13 @@ def test_replay_reproduces_and_responds_to_params() -> None:
     assert not torch.equal(module.replay(hq, changed).lq, out.lq)
 
 
-def test_batch_samples_match_single_sample_processing() -> None:
+@pytest.mark.parametrize("max_group", [2, 100])
+def test_batch_samples_match_single_sample_processing(max_group: int) -> None:
     hq = _images(6)
     module = preset("daefr_small", noise_range=(0.0, 0.0))  # noise draws depend on the size groups
     out = module(hq, torch.Generator().manual_seed(3))
-    groups = size_buckets(out.params["lq_height"], out.params["lq_width"])
+    assert torch.equal(apply_degradation(hq, out.params, max_group), out.lq)
+    groups = size_groups(out.params["lq_height"], out.params["lq_width"], 4)
     assert sorted(torch.cat(groups).tolist()) == list(range(6))
     for i in range(6):
         single = module.replay(hq[i : i + 1], {k: v[i : i + 1] for k, v in out.params.items()})
@@ -107,13 +110,16 @@ def test_batch_samples_match_single_sample_processing() -> None:
         assert float(diff.max()) <= 1.0 / 255.0 + 1e-6 and float((diff > 0).float().mean()) < 0.01
 
 
-def test_size_buckets_keep_areas_within_a_factor_of_two() -> None:
-    h = torch.tensor([512, 20, 300, 64, 640, 17])
-    groups = size_buckets(h, h)
+def test_size_groups_keep_areas_within_a_factor_of_two() -> None:
+    h = torch.tensor([512, 20, 300, 64, 640, 17, 500, 510, 505])
+    groups = size_groups(h, h, 2)
+    assert sorted(torch.cat(groups).tolist()) == list(range(len(h)))
     for g in groups:
+        assert 1 <= len(g) <= 2
         area = ((h[g] + 15) // 16 * 16) ** 2
         assert int(area.max()) < 2 * int(area.min())
-    assert len(groups) > 1
+    assert h[groups[0]].tolist() == [640, 512]  # largest first
+    assert len(size_groups(h, h, 100)) < len(groups)
 
 
 def test_input_is_not_modified_and_any_layout_works() -> None:

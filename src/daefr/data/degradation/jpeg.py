@@ -16,6 +16,7 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from daefr.data.degradation.ops import replicate_outside
@@ -41,6 +42,17 @@ def _chroma_base() -> list[int]:
     return table
 
 
+_RGB_TO_YCC = torch.tensor([[0.299, 0.587, 0.114],
+                            [-0.168736, -0.331264, 0.5],
+                            [0.5, -0.418688, -0.081312]], dtype=torch.float32)
+# rounding offsets: libjpeg adds ONE_HALF to Y and ONE_HALF - 1 (in 1/65536 units) to Cb, Cr
+_YCC_OFFSET = torch.tensor([0.5, 128.5 - 2.0**-16, 128.5 - 2.0**-16], dtype=torch.float32)
+_HALF = torch.full((3,), 0.5, dtype=torch.float32)
+_YCC_TO_RGB = torch.tensor([[1.0, 0.0, 1.402],
+                            [1.0, -0.344136, -0.714136],
+                            [1.0, 1.772, 0.0]], dtype=torch.float32)
+
+
 def quant_tables(quality: Tensor) -> tuple[Tensor, Tensor]:
     """Luma and chroma quantisation tables ``(B, 8, 8)`` for integer qualities ``(B,)`` in [1, 100]."""
     q = quality.to(torch.long).clamp(1, 100)
@@ -53,32 +65,36 @@ def quant_tables(quality: Tensor) -> tuple[Tensor, Tensor]:
     return out[0], out[1]
 
 
-def _dct_matrix(device: torch.device) -> Tensor:
+def _dct_basis(device: torch.device) -> Tensor:
+    """The 64 orthonormal 8x8 DCT-II basis images as rows of a ``(64, 64)`` matrix, row ``u * 8 + v``."""
     n = torch.arange(8, dtype=torch.float64)
     mat = torch.cos((2 * n[None, :] + 1) * n[:, None] * math.pi / 16) * math.sqrt(2 / 8)
     mat[0] /= math.sqrt(2)
-    return mat.to(device=device, dtype=torch.float32)
+    basis = mat[:, None, :, None] * mat[None, :, None, :]  # (u, v, x, y)
+    return basis.reshape(64, 64).to(device=device, dtype=torch.float32)
 
 
 def _round_half_up(x: Tensor) -> Tensor:
     return torch.floor(x + 0.5)
 
 
-def _dct_quantise(plane: Tensor, table: Tensor, dct: Tensor) -> Tensor:
-    """Level shift, 8x8 DCT, quantise/dequantise, inverse DCT: ``(B, H, W)`` -> ``(B, H, W)``."""
+def _dct_quantise(plane: Tensor, table: Tensor, basis: Tensor) -> Tensor:
+    """Level shift, 8x8 DCT, quantise/dequantise, inverse DCT: ``(B, H, W)`` -> ``(B, H, W)``.
+
+    Blocks become rows of 64 pixels, so both transforms are one matrix product each.
+    """
     b, h, w = plane.shape
-    blocks = (plane - 128.0).reshape(b, h // 8, 8, w // 8, 8)
-    coef = torch.einsum("ux,bixjy,vy->bijuv", dct, blocks, dct)
-    t = table[:, None, None]
-    coef = torch.round(coef / t) * t
-    back = torch.einsum("ux,bijuv,vy->bixjy", dct, coef, dct).reshape(b, h, w)
+    blocks = (plane - 128.0).reshape(b, h // 8, 8, w // 8, 8).permute(0, 1, 3, 2, 4).reshape(b, -1, 64)
+    t = table.reshape(b, 1, 64)
+    coef = torch.round((blocks @ basis.T) / t) * t
+    back = (coef @ basis).reshape(b, h // 8, w // 8, 8, 8).permute(0, 1, 3, 2, 4).reshape(b, h, w)
     return torch.clamp(_round_half_up(back + 128.0), 0.0, 255.0)
 
 
 def _downsample_chroma(plane: Tensor) -> Tensor:
     """2x2 average as libjpeg's h2v2 downsampling: ``(sum + bias) >> 2`` with bias 1, 2, 1, 2..."""
-    b, h, w = plane.shape
-    s = plane.reshape(b, h // 2, 2, w // 2, 2).sum(dim=(2, 4))
+    w = plane.shape[-1]
+    s = F.avg_pool2d(plane, 2) * 4.0  # exact: the inputs are integers
     bias = 1.0 + (torch.arange(w // 2, device=plane.device) % 2).to(plane.dtype)
     return torch.floor((s + bias) / 4.0)
 
@@ -89,7 +105,7 @@ def _upsample_chroma(plane: Tensor, ch: Tensor, cw: Tensor) -> Tensor:
     # replicating beyond each sample's chroma size makes the neighbour of an edge sample the edge
     # itself, as libjpeg does at the image border
     plane = replicate_outside(plane[:, None], ch, cw)[:, 0]
-    padded = torch.nn.functional.pad(plane[:, None], (1, 1, 1, 1), mode="replicate")[:, 0]
+    padded = F.pad(plane[:, None], (1, 1, 1, 1), mode="replicate")[:, 0]
     this = padded[:, 1:-1, :]
     col_up = 3.0 * this + padded[:, :-2, :]  # column sums for the upper output row of each pair
     col_dn = 3.0 * this + padded[:, 2:, :]
@@ -100,6 +116,19 @@ def _upsample_chroma(plane: Tensor, ch: Tensor, cw: Tensor) -> Tensor:
         odd = torch.floor((3.0 * mid + colsum[:, :, 2:] + 7.0) / 16.0)
         out.append(torch.stack((even, odd), dim=-1).reshape(b, h, 2 * w))
     return torch.stack(out, dim=2).reshape(b, 2 * h, 2 * w)
+
+
+def _mix_channels(x: Tensor, matrix: Tensor, offset: Tensor) -> Tensor:
+    """``matrix @ x + offset`` over the channels of ``(B, 3, H, W)``, as plain element-wise arithmetic
+    (a 1x1 convolution or einsum is several times slower on a CPU for three channels)."""
+    planes = []
+    for row, off in zip(matrix.tolist(), offset.tolist()):
+        acc = x[:, 0] * row[0] + off
+        for ch in (1, 2):
+            if row[ch] != 0.0:
+                acc = acc.add_(x[:, ch], alpha=row[ch])
+        planes.append(acc)
+    return torch.stack(planes, dim=1)
 
 
 def jpeg_compress(
@@ -119,24 +148,19 @@ def jpeg_compress(
     x = torch.round(img.to(torch.float32).clamp(0.0, 1.0) * 255.0)
     # libjpeg pads each image to whole 16x16 MCUs by repeating its last row and column
     hp, wp = -(-h // 16) * 16, -(-w // 16) * 16
-    x = torch.nn.functional.pad(x, (0, wp - w, 0, hp - h))
+    x = F.pad(x, (0, wp - w, 0, hp - h))
     x = replicate_outside(x, hv, wv)
-    r, g, bl = x[:, 0], x[:, 1], x[:, 2]
-    y = _round_half_up(0.299 * r + 0.587 * g + 0.114 * bl)
-    cb = torch.floor(-0.168736 * r - 0.331264 * g + 0.5 * bl + 128.0 + 0.5 - 2.0**-16)
-    cr = torch.floor(0.5 * r - 0.418688 * g - 0.081312 * bl + 128.0 + 0.5 - 2.0**-16)
+    ycc = torch.floor(_mix_channels(x, _RGB_TO_YCC, _YCC_OFFSET))
     luma_t, chroma_t = quant_tables(quality.to(device))
-    dct = _dct_matrix(device)
-    y = _dct_quantise(y, luma_t, dct)
+    dct = _dct_basis(device)
+    y = _dct_quantise(ycc[:, 0], luma_t, dct)
     ch = torch.div(hv + 1, 2, rounding_mode="floor")
     cw = torch.div(wv + 1, 2, rounding_mode="floor")
-    chroma = []
-    for plane in (cb, cr):
-        small = _dct_quantise(_downsample_chroma(plane), chroma_t, dct)
-        chroma.append(_upsample_chroma(small, ch, cw) - 128.0)
-    cb_, cr_ = chroma
-    r = y + _round_half_up(1.402 * cr_)
-    g = y + _round_half_up(-0.344136 * cb_ - 0.714136 * cr_)
-    bl = y + _round_half_up(1.772 * cb_)
-    out = torch.stack((r, g, bl), dim=1).clamp(0.0, 255.0) / 255.0
-    return out[:, :, :h, :w]
+    small = _downsample_chroma(ycc[:, 1:])
+    b2, _, h2, w2 = small.shape
+    small = _dct_quantise(small.reshape(b2 * 2, h2, w2), chroma_t.repeat_interleave(2, dim=0), dct)
+    chroma = _upsample_chroma(small, ch.repeat_interleave(2), cw.repeat_interleave(2)).reshape(b2, 2, hp, wp)
+    # R = Y + round(1.402 (Cr - 128)), ...: Y is an integer, so one floor(... + 0.5) of the sum suffices
+    ycc = torch.cat((y[:, None], chroma - 128.0), dim=1)
+    rgb = torch.floor(_mix_channels(ycc, _YCC_TO_RGB, _HALF))
+    return (rgb.clamp_(0.0, 255.0) / 255.0)[:, :, :h, :w]

@@ -13,26 +13,24 @@ from torch import Tensor
 
 
 def next_fast_len(n: int) -> int:
-    """Smallest integer >= ``n`` whose only prime factors are 2, 3 and 5 (fast FFT sizes)."""
-    best = 2 * n
-    p2 = 1
-    while p2 < best:
-        p3 = p2
-        while p3 < best:
-            p5 = p3
-            while p5 < n:
-                p5 *= 5
-            best = min(best, p5)
-            p3 *= 3
-        p2 *= 2
-    return best
+    """Smallest integer >= ``n`` whose only prime factors are 2, 3, 5 and 7 (fast FFT sizes)."""
+    m = max(1, n)
+    while True:
+        rest = m
+        for prime in (2, 3, 5, 7):
+            while rest % prime == 0:
+                rest //= prime
+        if rest == 1:
+            return m
+        m += 1
 
 
 def blur(img: Tensor, kernels: Tensor) -> Tensor:
     """Correlate each sample with its own kernel, reflect-101 borders (as ``cv2.filter2D``).
 
-    ``img`` ``(B, C, H, W)``, ``kernels`` ``(B, K, K)`` with odd ``K``; computed by FFT, which costs the
-    same for any kernel size (a 41x41 direct convolution is ~20x more arithmetic at 512x512).
+    ``img`` ``(B, C, H, W)`` float32, ``kernels`` ``(B, K, K)`` with odd ``K``. Computed by FFT, which
+    costs the same for any kernel size (a 41x41 direct convolution is ~20x more arithmetic at 512x512);
+    the result is a view into a larger buffer.
     """
     b, c, h, w = img.shape
     k = kernels.shape[-1]
@@ -41,14 +39,26 @@ def blur(img: Tensor, kernels: Tensor) -> Tensor:
     p = k // 2
     if p >= h or p >= w:
         raise ValueError(f"image {h}x{w} is too small for a {k}x{k} kernel (needs more than {p} pixels)")
-    x = F.pad(img, (p, p, p, p), mode="reflect")
     fh, fw = next_fast_len(h + 2 * p), next_fast_len(w + 2 * p)
-    spec = torch.fft.rfft2(x, s=(fh, fw))
-    # correlation = convolution with the flipped kernel; centre it at index (0, 0) of the FFT grid
-    kpad = torch.zeros(b, fh, fw, device=img.device, dtype=img.dtype)
-    kpad[:, :k, :k] = kernels.to(img.dtype).flip(-2, -1)
-    kpad = torch.roll(kpad, shifts=(-p, -p), dims=(-2, -1))
-    spec = spec * torch.fft.rfft2(kpad)[:, None]
+    # reflect-101 padding written straight into the zero-padded FFT buffer (one copy of the image)
+    buf = torch.zeros(b, c, fh, fw, device=img.device, dtype=torch.float32)
+    buf[:, :, p : p + h, p : p + w] = img
+    if p > 0:
+        rows, cols = slice(p, p + h), slice(0, w + 2 * p)
+        buf[:, :, rows, :p] = buf[:, :, rows, p + 1 : 2 * p + 1].flip(-1)
+        buf[:, :, rows, p + w : w + 2 * p] = buf[:, :, rows, w - 1 : p + w - 1].flip(-1)
+        buf[:, :, :p, cols] = buf[:, :, p + 1 : 2 * p + 1, cols].flip(-2)
+        buf[:, :, p + h : h + 2 * p, cols] = buf[:, :, h - 1 : p + h - 1, cols].flip(-2)
+    spec = torch.fft.rfft2(buf)
+    del buf
+    # flipped kernels (correlation) with their centre at index (0, 0) of the FFT grid, wrapped around
+    flipped = kernels.to(torch.float32).flip(-2, -1)
+    kpad = torch.zeros(b, fh, fw, device=img.device, dtype=torch.float32)
+    kpad[:, : p + 1, : p + 1] = flipped[:, p:, p:]
+    kpad[:, : p + 1, fw - p :] = flipped[:, p:, :p]
+    kpad[:, fh - p :, : p + 1] = flipped[:, :p, p:]
+    kpad[:, fh - p :, fw - p :] = flipped[:, :p, :p]
+    spec.mul_(torch.fft.rfft2(kpad)[:, None])
     out = torch.fft.irfft2(spec, s=(fh, fw))
     return out[:, :, p : p + h, p : p + w]
 
@@ -124,7 +134,7 @@ def poisson_noise(img: Tensor, generator: torch.Generator | None = None) -> Tens
 
 def color_shift(img: Tensor, shift: Tensor) -> Tensor:
     """Add a per-sample, per-channel offset ``shift`` ``(B, C)`` and clip to [0, 1]."""
-    return (img + shift.to(img)[:, :, None, None]).clamp(0.0, 1.0)
+    return (img + shift.to(img)[:, :, None, None]).clamp_(0.0, 1.0)
 
 
 def to_gray(img: Tensor, mask: Tensor) -> Tensor:
@@ -134,6 +144,7 @@ def to_gray(img: Tensor, mask: Tensor) -> Tensor:
     return torch.where(mask.to(img.device)[:, None, None, None], luma, img)
 
 
-def quantize_8bit(img: Tensor) -> Tensor:
+def quantize_8bit(img: Tensor, inplace: bool = False) -> Tensor:
     """Round to the nearest of the 256 levels ``k / 255`` after clipping to [0, 1]."""
-    return torch.round(img.clamp(0.0, 1.0) * 255.0) / 255.0
+    x = img if inplace else img.clone()
+    return x.mul_(255.0).clamp_(0.0, 255.0).round_().div_(255.0)

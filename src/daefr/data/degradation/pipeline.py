@@ -4,7 +4,7 @@ Per-sample output sizes: each sample is downscaled to its own exact size ``floor
 ``floor(W / scale)`` (as the official per-image pipeline does) and kept in the top-left of a canvas
 padded to whole 16x16 JPEG blocks by edge replication; noise and JPEG run batched on the canvas, then
 every sample is resized back from its own region to ``(H, W)``. Samples are grouped by canvas area
-(within 2x, a handful of groups per batch, see :func:`size_buckets`) so small images do not pay for
+(within 2x, a handful of groups per batch, see :func:`size_groups`) so small images do not pay for
 the largest one; there is no per-image loop, and each sample sees exactly the arithmetic of a
 per-image pipeline (blur, resize and noise are exact; JPEG is within the bound the tests state).
 """
@@ -197,33 +197,54 @@ def _check_input(hq: Tensor) -> None:
 
 
 @torch.no_grad()
-def apply_degradation(hq: Tensor, params: dict[str, Tensor]) -> Tensor:
-    """Degrade ``hq`` ``(B, 3, H, W)`` in [0, 1] with explicit per-sample ``params`` (no randomness left)."""
+def apply_degradation(hq: Tensor, params: dict[str, Tensor], max_group: int | None = None) -> Tensor:
+    """Degrade ``hq`` ``(B, 3, H, W)`` in [0, 1] with explicit per-sample ``params`` (no randomness left).
+
+    Samples run in size groups (see :func:`size_groups`) of at most ``max_group`` samples (default:
+    :data:`CPU_GROUP` on a CPU, unlimited elsewhere). Noise is drawn group by group, in order, from
+    one generator seeded with ``noise_seed``, so the same parameters always give the same result.
+    """
     missing = [k for k in PARAM_KEYS if k not in params]
     if missing:
         raise KeyError(f"degradation params lack {missing}; pass the dict that forward() returned")
-    b, _, h, w = hq.shape
+    b = hq.shape[0]
     if any(int(params[k].shape[0]) != b for k in PARAM_KEYS):
         raise ValueError(f"degradation params do not match the batch size {b}")
     dev = hq.device
-    x = hq.detach().to(torch.float32).clamp(0.0, 1.0)
+    x = hq.detach()
     p = {k: v.to(dev) for k, v in params.items()}
-    kernels = mixed_kernels(p["kernel_type"], p["sigma_x"], p["sigma_y"], p["theta"], p["beta"], p["kernel_size"])
-    blurred = ops.blur(x, kernels)
-    out = torch.empty_like(blurred)
     noise_gen = torch.Generator(device=dev)
     noise_gen.manual_seed(int(params["noise_seed"][0]))
-    for idx in size_buckets(params["lq_height"], params["lq_width"]):
-        sel = idx.to(dev)
-        part = {k: v.index_select(0, sel) for k, v in p.items()}
-        out.index_copy_(0, sel, _degrade_low_res(blurred.index_select(0, sel), part, noise_gen))
-    out = ops.color_shift(out, p["color_shift"])
-    out = ops.to_gray(out, p["gray"])
-    return ops.quantize_8bit(out).to(hq.dtype)
+    if max_group is None:
+        max_group = CPU_GROUP if dev.type == "cpu" else b
+    groups = size_groups(params["lq_height"], params["lq_width"], max_group)
+    if len(groups) == 1:
+        out = _degrade(x, p, noise_gen)
+    else:
+        out = torch.empty(x.shape, device=dev, dtype=torch.float32)
+        for idx in groups:
+            sel = idx.to(dev)
+            part = {k: v.index_select(0, sel) for k, v in p.items()}
+            out.index_copy_(0, sel, _degrade(x.index_select(0, sel), part, noise_gen))
+    # conditions on the CPU copies: no device synchronisation
+    if bool((params["color_shift"] != 0).any()) or bool(params["gray"].any()):
+        out = ops.color_shift(out.div_(255.0), p["color_shift"])
+        out = ops.to_gray(out, p["gray"])
+        return ops.quantize_8bit(out, inplace=True).to(hq.dtype)
+    # _degrade returned 255 x the image, already in [0, 255] (bilinear interpolation of clipped
+    # values): rounding and scaling are the only full-resolution passes left
+    return out.round_().div_(255.0).to(hq.dtype)
 
 
-def size_buckets(lq_height: Tensor, lq_width: Tensor) -> list[Tensor]:
-    """Sample indices grouped so that canvas areas within a group differ by less than 2x (largest first).
+CPU_GROUP = 4
+"""Most samples processed together on a CPU. Whole-batch 512x512 intermediates (FFT spectra of
+~60 MB at batch 16) fall out of the cache and ran slower per image on the shared 2-core machine
+(benchmarks/degradation.py). Accelerators take whole size groups."""
+
+
+def size_groups(lq_height: Tensor, lq_width: Tensor, max_group: int) -> list[Tensor]:
+    """Sample indices grouped by downscaled size: sorted by area, canvas areas within a group differ
+    by less than 2x, at most ``max_group`` per group (largest sizes first).
 
     Noise and JPEG then run on a canvas close to each sample's own size instead of the batch's
     largest one (on average ~10x fewer pixels for scale 0.8-8); groups are a pure function of the
@@ -231,22 +252,33 @@ def size_buckets(lq_height: Tensor, lq_width: Tensor) -> list[Tensor]:
     """
     area = (_ceil16(lq_height) * _ceil16(lq_width)).to(torch.float64)
     key = torch.floor(torch.log2(area)).to(torch.long)
-    return [torch.nonzero(key == k).flatten() for k in torch.unique(key).flip(0)]
+    groups = []
+    for k in torch.unique(key).flip(0).tolist():
+        members = torch.nonzero(key == k).flatten()
+        members = members[torch.sort(area[members], descending=True, stable=True).indices]
+        groups += list(torch.split(members, max(1, max_group)))
+    return groups
 
 
 def _ceil16(v: Tensor) -> Tensor:
     return torch.div(v + 15, 16, rounding_mode="floor") * 16
 
 
-def _degrade_low_res(blurred: Tensor, p: dict[str, Tensor], noise_gen: torch.Generator) -> Tensor:
-    """Downscale -> noise -> JPEG -> resize back for one size group ``(b, 3, H, W)`` of blurred images."""
+def _degrade(x: Tensor, p: dict[str, Tensor], noise_gen: torch.Generator) -> Tensor:
+    """Blur -> downscale -> noise -> JPEG -> resize back for one size group ``(b, 3, H, W)`` in [0, 1].
+
+    Returns 255 x the result in float32 (the caller rounds to 8-bit levels); the image is clipped to
+    [0, 1] after downscaling, where it is cheap.
+    """
+    kernels = mixed_kernels(p["kernel_type"], p["sigma_x"], p["sigma_y"], p["theta"], p["beta"], p["kernel_size"])
+    blurred = ops.blur(x, kernels)
     b, _, h, w = blurred.shape
     dev = blurred.device
     full_h = torch.full((b,), h, device=dev, dtype=torch.long)
     full_w = torch.full((b,), w, device=dev, dtype=torch.long)
     lq_h, lq_w = p["lq_height"], p["lq_width"]
     canvas = (int(_ceil16(lq_h).max()), int(_ceil16(lq_w).max()))
-    x = ops.resize(blurred, full_h, full_w, lq_h, lq_w, canvas)
+    x = ops.resize(blurred, full_h, full_w, lq_h, lq_w, canvas).clamp_(0.0, 1.0)
     noise = torch.randn(x.shape, generator=noise_gen, device=dev, dtype=torch.float32)
     sigma = p["noise_sigma"] / 255.0
     if bool(p["poisson"].any()):
@@ -259,4 +291,4 @@ def _degrade_low_res(blurred: Tensor, p: dict[str, Tensor], noise_gen: torch.Gen
     if bool((quality > 0).any()):  # quality 0 means no JPEG for that sample
         jpeg = jpeg_compress(x, quality.clamp(min=1), lq_h, lq_w)
         x = torch.where((quality > 0)[:, None, None, None], jpeg, x)
-    return ops.resize(x, lq_h, lq_w, full_h, full_w, (h, w))
+    return ops.resize(x.mul_(255.0), lq_h, lq_w, full_h, full_w, (h, w))

@@ -1,0 +1,159 @@
+"""Images/second of the batched degradation vs the per-image OpenCV reference, 512x512 faces.
+
+    .venv/bin/python benchmarks/degradation.py                      # CPU, 2 threads, batch 1..32
+    .venv/bin/python benchmarks/degradation.py --device cuda        # ours on the GPU, reference on CPU
+    .venv/bin/python benchmarks/degradation.py --write              # also update benchmarks/RESULTS.md
+
+Both sides do the whole job for a batch: draw per-sample parameters (the reference draws them with
+numpy per image and builds each kernel, as a per-image dataset does), blur, downscale, noise, JPEG,
+resize back, round. Runs alternate between the two sides so that load from other processes hits
+both alike; each figure is the median of ``--repeats`` timed runs after one warm-up.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # see RESULTS.md: spinning OpenMP threads stall on a loaded CPU
+
+import cv2
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests"))
+from daefr.data.degradation import preset  # noqa: E402
+from reference_degradation import ref_degrade, ref_random_params  # noqa: E402
+
+SECTION = "## Degradation"
+
+
+def load_faces(n: int, size: int) -> np.ndarray:
+    """``n`` faces (N, H, W, 3) float32 in [0, 1]: ../shared/data/faces/hq512 if present, else noise."""
+    folder = ROOT.parent / "shared" / "data" / "faces" / "hq512"
+    files = sorted(folder.glob("*.png")) + sorted(folder.glob("*.jpg")) if folder.is_dir() else []
+    if not files:
+        return np.random.default_rng(0).random((n, size, size, 3), dtype=np.float32)
+    out = []
+    for i in range(n):
+        img = cv2.imread(str(files[i % len(files)]), cv2.IMREAD_COLOR)[:, :, ::-1]
+        out.append(cv2.resize(img, (size, size), interpolation=cv2.INTER_AREA).astype(np.float32) / 255.0)
+    return np.stack(out)
+
+
+def time_ours(module: torch.nn.Module, hq: torch.Tensor, seed: int) -> float:
+    sync = torch.cuda.synchronize if hq.device.type == "cuda" else (lambda: None)
+    sync()
+    start = time.perf_counter()
+    module(hq, generator=torch.Generator().manual_seed(seed))
+    sync()
+    return time.perf_counter() - start
+
+
+def time_reference(images: np.ndarray, seed: int, ranges: dict) -> float:
+    rng = np.random.default_rng(seed)
+    start = time.perf_counter()
+    for img in images:
+        ref_degrade(img, ref_random_params(rng, img.shape[0], img.shape[1], **ranges), rng)
+    return time.perf_counter() - start
+
+
+def run(args: argparse.Namespace) -> list[dict]:
+    torch.set_num_threads(args.threads)
+    cv2.setNumThreads(args.threads)
+    module = preset(args.preset)
+    ranges = dict(sigma=module.sigma_range, scale=module.scale_range, noise=module.noise_range,
+                  jpeg=module.jpeg_range, size=max(module.kernel_sizes))
+    faces = load_faces(max(args.batch_sizes), args.size)
+    rows = []
+    for b in args.batch_sizes:
+        imgs = faces[:b]
+        hq = torch.from_numpy(imgs).permute(0, 3, 1, 2).contiguous().to(args.device)
+        time_ours(module, hq, 0)
+        time_reference(imgs, 0, ranges)
+        ours, ref = [], []
+        for r in range(args.repeats):
+            ours.append(time_ours(module, hq, r + 1))
+            ref.append(time_reference(imgs, r + 1, ranges))
+        t_ours, t_ref = statistics.median(ours), statistics.median(ref)
+        rows.append(dict(batch=b, ours=b / t_ours, ref=b / t_ref, ratio=t_ref / t_ours))
+        print(f"batch {b:3d}: ours {b / t_ours:8.1f} img/s   reference {b / t_ref:8.1f} img/s   "
+              f"ratio {t_ref / t_ours:5.2f}x", flush=True)
+    return rows
+
+
+def machine(args: argparse.Namespace) -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    dev = args.device
+    if dev.startswith("cuda") and torch.cuda.is_available():
+        dev = f"{dev} ({torch.cuda.get_device_name()})"
+    return (f"{cpu}, {os.cpu_count()} visible cores, {args.threads} torch/OpenCV threads; ours on {dev}; "
+            f"torch {torch.__version__}, OpenCV {cv2.__version__}")
+
+
+def markdown(args: argparse.Namespace, rows: list[dict]) -> str:
+    lines = [
+        SECTION,
+        "",
+        f"Command: `.venv/bin/python benchmarks/degradation.py {' '.join(sys.argv[1:])}`".replace(" --write", ""),
+        "",
+        f"Machine: {machine(args)}. Preset `{args.preset}` at {args.size}x{args.size}; median of "
+        f"{args.repeats} runs per cell, ours and the per-image OpenCV reference (tests/reference_degradation.py) "
+        "alternating in one process.",
+        "",
+        "| batch | ours (img/s) | per-image reference (img/s) | speed-up |",
+        "| ---: | ---: | ---: | ---: |",
+    ]
+    lines += [f"| {r['batch']} | {r['ours']:.1f} | {r['ref']:.1f} | {r['ratio']:.2f}x |" for r in rows]
+    return "\n".join(lines) + "\n"
+
+
+def write_section(text: str, path: Path) -> None:
+    """Replace (or append) this benchmark's section of RESULTS.md, leaving other sections alone."""
+    from daefr.utils.io import atomic_write_text
+
+    old = path.read_text() if path.exists() else "# Benchmark results\n"
+    lines = old.splitlines(keepends=True)
+    start = next((i for i, line in enumerate(lines) if line.strip() == SECTION), None)
+    if start is None:
+        new = old.rstrip("\n") + "\n\n" + text
+    else:
+        end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines))
+        tail = "".join(lines[end:])
+        new = "".join(lines[:start]) + text + ("\n" + tail if tail else "")
+    atomic_write_text(path, new)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--size", type=int, default=512)
+    parser.add_argument("--preset", default="daefr_small")
+    parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 2, 4, 8, 16, 32])
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--write", action="store_true", help="update the Degradation section of RESULTS.md")
+    args = parser.parse_args()
+    rows = run(args)
+    text = markdown(args, rows)
+    print()
+    print(text)
+    if args.write:
+        write_section(text, ROOT / "benchmarks" / "RESULTS.md")
+
+
+if __name__ == "__main__":
+    main()
