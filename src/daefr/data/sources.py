@@ -12,6 +12,7 @@ by ``daefr shard`` stands for its shards, with exact per-shard counts.
 
 from __future__ import annotations
 
+import abc
 import json
 import os
 import tarfile
@@ -42,18 +43,23 @@ class Unit:
     count: int | None
 
 
-class Source:
-    """Base class: a list of units and a reader for each; subclasses are registered as ``datasets``."""
+class Source(abc.ABC):
+    """Contract of the ``datasets`` group: a list of units and a reader for each.
+
+    ``read`` yields ``(key, {field: bytes})`` with a WebDataset-style key (no dot in its last path
+    part) and an image field named like ``png`` / ``jpg`` (HQ), plus ``lq.png`` and ``hq.png`` when
+    ``paired``. ``daefr.testing.datasets.check_source`` checks a source against this contract.
+    """
 
     paired: bool = False
 
+    @abc.abstractmethod
     def units(self) -> list[Unit]:
         """Units in a fixed, deterministic order."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def read(self, unit: Unit) -> Iterator[RawSample]:
         """Raw samples of one unit; raises :class:`SourceReadError` when the unit itself is broken."""
-        raise NotImplementedError
 
     def describe(self) -> str:
         """Short text for messages."""
