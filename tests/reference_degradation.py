@@ -59,9 +59,11 @@ def ref_noise(img: np.ndarray, noise: np.ndarray, sigma: float) -> np.ndarray:
 
 
 def ref_jpeg(img: np.ndarray, quality: int) -> np.ndarray:
-    """OpenCV JPEG round trip of an RGB float image (converted to 8 bits by OpenCV itself)."""
+    """OpenCV JPEG round trip of an RGB float image, converted to 8 bits as OpenCV would."""
     bgr = np.ascontiguousarray(np.clip(img, 0.0, 1.0)[:, :, ::-1]) * 255.0
-    ok, enc = cv2.imencode(".jpg", bgr, [int(cv2.IMWRITE_JPEG_QUALITY), int(quality)])
+    # what cv2.imencode does to a float image itself (convertTo: round half to even, saturate)
+    bgr8 = np.clip(np.rint(bgr), 0, 255).astype(np.uint8)
+    ok, enc = cv2.imencode(".jpg", bgr8, [int(cv2.IMWRITE_JPEG_QUALITY), int(quality)])
     assert ok
     return (cv2.imdecode(enc, cv2.IMREAD_COLOR)[:, :, ::-1].astype(np.float32) / 255.0).copy()
 

@@ -18,6 +18,7 @@ from daefr.data.degradation import (
     preset,
 )
 from daefr.data.degradation.pipeline import size_groups
+from daefr.errors import ConfigError
 from daefr.registry import REGISTRY
 from daefr.testing.degradations import check_degradation, is_8bit
 
@@ -150,6 +151,8 @@ def test_bad_configuration_raises() -> None:
         Degradation(scale_range=(8, 1))
     with pytest.raises(ValueError, match="unknown degradation preset"):
         preset("codeformr")
+    with pytest.raises(ConfigError, match="Did you mean 'jpeg_range'"):
+        REGISTRY.build("degradations", {"name": "gfpgan", "jpeg_rang": [50, 90]})
 
 
 def test_replay_rejects_incomplete_params() -> None:

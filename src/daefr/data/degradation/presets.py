@@ -14,6 +14,7 @@ from __future__ import annotations
 from typing import Any
 
 from daefr.data.degradation.pipeline import Degradation
+from daefr.registry import check_kwargs
 
 PRESETS: dict[str, dict[str, Any]] = {
     "daefr_small": dict(kernel_sizes=(39, 41), sigma_range=(0.1, 10.0), scale_range=(0.8, 8.0),
@@ -33,6 +34,7 @@ def preset(name: str, **overrides: Any) -> Degradation:
     """Build the preset ``name`` with ``overrides`` applied; unknown names raise ValueError."""
     if name not in PRESETS:
         raise ValueError(f"unknown degradation preset {name!r}; choose from {', '.join(PRESETS)}")
+    check_kwargs(Degradation, overrides, f"degradations/{name}")
     return Degradation(**{**PRESETS[name], **overrides})
 
 
