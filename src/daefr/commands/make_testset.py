@@ -98,10 +98,7 @@ def run(args: argparse.Namespace) -> int:
 
 def _write_json(path: object, data: object) -> None:
     import json
-    import os
-    from pathlib import Path
 
-    file = Path(str(path))
-    tmp = file.with_name(f".{file.name}.tmp{os.getpid()}")
-    tmp.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
-    os.replace(tmp, file)
+    from daefr.utils.io import atomic_write_text
+
+    atomic_write_text(str(path), json.dumps(data, indent=2) + "\n")

@@ -88,11 +88,10 @@ def frechet_distance_features(
 
 def save_statistics(path: str | os.PathLike[str], mu: np.ndarray, sigma: np.ndarray) -> None:
     """Write ``mu``/``sigma`` to an ``.npz`` file atomically."""
-    file = Path(path)
-    file.parent.mkdir(parents=True, exist_ok=True)
-    tmp = file.with_name(f".{file.name}.tmp{os.getpid()}.npz")
-    np.savez(tmp, mu=mu, sigma=sigma)
-    os.replace(tmp, file)
+    from daefr.utils.io import atomic_path
+
+    with atomic_path(path, suffix=".npz") as tmp:
+        np.savez(tmp, mu=mu, sigma=sigma)
 
 
 def load_statistics(path: str | os.PathLike[str]) -> tuple[np.ndarray, np.ndarray]:

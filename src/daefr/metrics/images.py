@@ -7,36 +7,25 @@ from pathlib import Path
 
 import numpy as np
 
-from daefr.errors import ConfigError, ImageReadError
+from daefr.errors import ConfigError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
 
 
 def read_rgb8(path: str | os.PathLike[str]) -> np.ndarray:
-    """Read an image file as an (H, W, 3) uint8 RGB array (grey and RGBA are converted)."""
-    from PIL import Image, UnidentifiedImageError
+    """Read an image file as an (H, W, 3) uint8 RGB array (grey converted, alpha dropped, EXIF applied)."""
+    from daefr.utils.images import read_image
 
-    file = Path(path)
-    try:
-        with Image.open(file) as img:
-            img.load()
-            rgb = img.convert("RGB")
-    except FileNotFoundError as exc:
-        raise ImageReadError(f"{str(file)!r}: file not found") from exc
-    except (UnidentifiedImageError, OSError, ValueError) as exc:
-        raise ImageReadError(f"{str(file)!r}: not a readable image ({type(exc).__name__}: {exc})") from exc
-    return np.asarray(rgb, dtype=np.uint8).copy()
+    image = read_image(path, min_size=1, alpha="drop")
+    # writable, so torch.from_numpy on it is well defined
+    return image if image.flags.writeable else image.copy()
 
 
 def write_rgb8(path: str | os.PathLike[str], image: np.ndarray) -> None:
-    """Write an (H, W, 3) uint8 array atomically (temp file in the same folder, then rename)."""
-    from PIL import Image
+    """Write an (H, W, 3) uint8 array atomically; the format follows the extension."""
+    from daefr.utils.images import write_image
 
-    file = Path(path)
-    file.parent.mkdir(parents=True, exist_ok=True)
-    tmp = file.with_name(f".{file.name}.tmp{os.getpid()}{file.suffix}")
-    Image.fromarray(np.ascontiguousarray(image, dtype=np.uint8)).save(tmp)
-    os.replace(tmp, file)
+    write_image(path, np.ascontiguousarray(image, dtype=np.uint8))
 
 
 def list_images(folder: str | os.PathLike[str]) -> list[Path]:

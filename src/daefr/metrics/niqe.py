@@ -178,9 +178,8 @@ def fit_niqe_params(
 
 def save_niqe_params(path: str | os.PathLike[str], mu: np.ndarray, cov: np.ndarray) -> Path:
     """Write a pristine model as ``.npz`` with ``mu``/``cov`` (readable by :func:`load_niqe_params`)."""
-    file = Path(path)
-    file.parent.mkdir(parents=True, exist_ok=True)
-    tmp = file.with_name(f".{file.name}.tmp{os.getpid()}.npz")
-    np.savez(tmp, mu=mu, cov=cov)
-    os.replace(tmp, file)
-    return file
+    from daefr.utils.io import atomic_path
+
+    with atomic_path(path, suffix=".npz") as tmp:
+        np.savez(tmp, mu=mu, cov=cov)
+    return Path(path)

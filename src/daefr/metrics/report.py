@@ -49,10 +49,9 @@ def parse_number(value: Any) -> float | None:
 
 
 def _atomic_write(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    from daefr.utils.io import atomic_write_text
+
+    atomic_write_text(path, text)
 
 
 def _fmt(value: float | None, digits: int = 4) -> str:

