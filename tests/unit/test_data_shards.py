@@ -130,3 +130,22 @@ def test_shard_cli_errors_are_one_line(tmp_path: Path, capsys: pytest.CaptureFix
     assert err.startswith("daefr shard: error:") and "\n" not in err
     (tmp_path / "empty").mkdir()
     assert main(["shard", str(tmp_path / "empty"), str(tmp_path / "out")]) == 1
+
+
+def test_shard_bad_input_corpus_every_file_sharded_or_reported(tmp_path: Path) -> None:
+    from fixtures.bad_files import make_bad_corpus, snapshot
+
+    cases = make_bad_corpus(tmp_path / "corpus")
+    before = snapshot(tmp_path / "corpus")
+    manifest = write_shards(tmp_path / "corpus", tmp_path / "out", ShardOptions(min_size=8, workers=2))
+    skipped = {entry["file"]: entry["reason"] for entry in manifest["skipped"]}
+    for case in cases:
+        name = case.path.relative_to(tmp_path / "corpus").as_posix()
+        if case.works:
+            assert name not in skipped, f"{name} should have been sharded: {skipped.get(name)}"
+        else:
+            assert name in skipped and case.reason in skipped[name], (name, skipped.get(name))
+    assert manifest["total"] == sum(case.works for case in cases)
+    assert all("\n" not in reason for reason in skipped.values())
+    assert snapshot(tmp_path / "corpus") == before  # inputs unchanged
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["manifest.json", "shard-000000.tar"]

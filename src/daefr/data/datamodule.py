@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -20,10 +21,13 @@ from torch.utils.data import DataLoader
 
 from daefr.data.dataset import SPLIT_NAMES, STATS_KEY, CorruptDataError, FaceDataset
 from daefr.data.sources import Source, resolve_source
-from daefr.data.split import stream_seed
+from daefr.data.split import SPLITS, stream_seed
 from daefr.errors import ConfigError
 
 log = logging.getLogger(__name__)
+# FaceDataset's length is exact per rank (each worker knows its share), so Lightning's generic caution
+# about IterableDataset lengths with several workers does not apply.
+warnings.filterwarnings("ignore", message=r"Your `IterableDataset` has `__len__` defined", category=UserWarning)
 
 SourceSpec = str | list[str] | dict[str, Any] | None
 
@@ -97,6 +101,8 @@ class FaceDataModule(LightningDataModule):
         super().__init__()
         if resampled and not epoch_length:
             raise ConfigError("resampled=True needs epoch_length: the number of batches per rank per epoch")
+        if split not in SPLITS:
+            raise ConfigError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
         if not 0.0 <= max_corrupt_fraction <= 1.0:
             raise ConfigError(f"max_corrupt_fraction must be in [0, 1], got {max_corrupt_fraction}")
         self.save_hyperparameters()

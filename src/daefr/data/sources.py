@@ -22,9 +22,10 @@ from pathlib import Path
 from typing import IO, Any
 
 from daefr.errors import ConfigError
+from daefr.utils.images import IMAGE_EXTENSIONS
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
-HQ_FIELDS = ("png", "jpg", "jpeg", "webp", "bmp", "tif", "tiff", "hq.png", "hq.jpg", "gt.png", "gt.jpg")
+IMAGE_SUFFIXES = IMAGE_EXTENSIONS  # the same files `daefr restore` and `evaluate` accept
+HQ_FIELDS = ("png", "jpg", "jpeg", "webp", "bmp", "tif", "tiff", "gif", "hq.png", "hq.jpg", "gt.png", "gt.jpg")
 LQ_FIELDS = ("lq.png", "lq.jpg", "lq.jpeg", "lq.webp")
 MANIFEST_NAME = "manifest.json"
 
