@@ -83,7 +83,10 @@ def test_comparison(folders: tuple[Path, Path, Path], tmp_path: Path) -> None:
     assert face2["psnr"]["b"] == "inf" and face2["psnr"]["b_minus_a"] == "inf"
     face0 = next(i for i in data["images"] if i["name"] == "face0")
     assert face0["psnr"]["b_minus_a"] is None  # inf vs inf: no meaningful difference
-    assert 'class="better"' in paths["html"].read_text()
+    page = paths["html"].read_text()
+    assert 'class="better"' in page
+    assert "Images B improved most (PSNR)" in page and page.count("data:image/png;base64,") == 2 * 3  # A, B, GT
+    assert "worsened most" not in page  # B is the ground truth itself: nothing got worse
 
 
 def test_result_without_rows_is_rejected_cleanly(tmp_path: Path) -> None:

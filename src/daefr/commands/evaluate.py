@@ -66,7 +66,8 @@ def run(args: argparse.Namespace) -> int:
     if args.compare:
         if args.restored or args.checkpoint:
             raise ConfigError("--compare takes two run folders and no --restored/--checkpoint")
-        paths = write_comparison(args.compare[0], args.compare[1], args.out, title=args.title or "daefr comparison")
+        paths = write_comparison(args.compare[0], args.compare[1], args.out, title=args.title or "daefr comparison",
+                                 examples=args.examples)
         print(f"wrote {paths['html']} and {paths['json']}")
         return 0
     if args.checkpoint:

@@ -218,17 +218,21 @@ def _page(title: str, body: list[str]) -> str:
     )
 
 
-def _strip(row: dict[str, Any], metric: str) -> str:
+def _panels(caption: str, panels: Sequence[tuple[str, str | None]], alt: str) -> str:
     from daefr.metrics.images import read_rgb8
 
     figures = []
-    for label, key in (("LQ", "lq"), ("restored", "restored"), ("GT", "gt")):
-        path = row.get(key)
+    for label, path in panels:
         if path and Path(path).is_file():
             uri = _png_data_uri(read_rgb8(path))
-            figures.append(f'<figure><img src="{uri}" alt="{label} {html.escape(row["name"])}"><figcaption>{label}</figcaption></figure>')
-    caption = f"<b>{html.escape(row['name'])}</b> &mdash; {LABELS.get(metric, metric)} {_fmt(row.get(metric))}"
+            figures.append(f'<figure><img src="{uri}" alt="{label} {html.escape(alt)}"><figcaption>{label}</figcaption></figure>')
     return f'<div>{caption}<div class="strip">{"".join(figures)}</div></div>'
+
+
+def _strip(row: dict[str, Any], metric: str) -> str:
+    caption = f"<b>{html.escape(row['name'])}</b> &mdash; {LABELS.get(metric, metric)} {_fmt(row.get(metric))}"
+    panels = [("LQ", row.get("lq")), ("restored", row.get("restored")), ("GT", row.get("gt"))]
+    return _panels(caption, panels, row["name"])
 
 
 def render_html(result: EvaluationResult, title: str = "daefr evaluation", examples: int = 3) -> str:
@@ -287,9 +291,40 @@ def _difference(a: float | None, b: float | None) -> float | None:
     return b - a
 
 
+def _change_strips(rows_a: Sequence[dict[str, Any]], by_name_b: dict[str, dict[str, Any]], metrics: Sequence[str],
+                   examples: int) -> list[str]:
+    """LQ | A | B | GT strips of the images that B improved and worsened most (by the primary metric)."""
+    metric = primary_metric(metrics, rows_a)
+    if metric is None or examples <= 0:
+        return []
+    changes = []
+    for ra in rows_a:
+        rb = by_name_b.get(ra["name"])
+        diff = _difference(ra.get(metric), rb.get(metric)) if rb is not None else None
+        if diff is not None and not math.isnan(diff) and diff != 0:  # +-inf (PSNR of a perfect image) ranks first
+            gain = diff if HIGHER_IS_BETTER[metric] else -diff
+            changes.append((gain, ra, rb))
+    changes.sort(key=lambda c: c[0], reverse=True)
+    out = []
+    for heading, chosen in (("improved most", [c for c in changes if c[0] > 0][:examples]),
+                            ("worsened most", [c for c in reversed(changes) if c[0] < 0][:examples])):
+        if not chosen:
+            continue
+        out.append(f"<h2>Images B {heading} ({LABELS[metric]})</h2>")
+        for _gain, ra, rb in chosen:
+            assert rb is not None
+            caption = (f"<b>{html.escape(ra['name'])}</b> &mdash; {LABELS[metric]} A {_fmt(ra.get(metric))}, "
+                       f"B {_fmt(rb.get(metric))}")
+            panels = [("LQ", ra.get("lq") or rb.get("lq")), ("A", ra.get("restored")), ("B", rb.get("restored")),
+                      ("GT", ra.get("gt") or rb.get("gt"))]
+            out.append(_panels(caption, panels, ra["name"]))
+    return out
+
+
 def write_comparison(run_a: str | os.PathLike[str], run_b: str | os.PathLike[str], out_dir: str | os.PathLike[str],
-                     title: str = "daefr comparison") -> dict[str, Path]:
-    """Compare two run folders: ``compare.json`` (B - A per metric and image) and ``compare.html``."""
+                     title: str = "daefr comparison", examples: int = 3) -> dict[str, Path]:
+    """Compare two run folders: ``compare.json`` (B - A per metric and image) and ``compare.html``
+    (summary, LQ | A | B | GT strips of the images B improved/worsened most, per-image table)."""
     data_a, rows_a = read_run(run_a)
     data_b, rows_b = read_run(run_b)
     metrics = [m for m in data_a.get("metrics", []) if m in data_b.get("metrics", [])]
@@ -327,6 +362,7 @@ def write_comparison(run_a: str | os.PathLike[str], run_b: str | os.PathLike[str
     for key, label in (("only_in_a", "only in A"), ("only_in_b", "only in B")):
         if result[key]:
             body.append(f"<p class=\"note\">{label}: {html.escape(', '.join(result[key]))}</p>")
+    body += _change_strips(rows_a, by_name_b, per_image_metrics, examples)
     body.append("<h2>Per image</h2><p class=\"note\">Click a column header to sort.</p>"
                 "<table class=\"sortable\" id=\"per-image\"><thead><tr><th data-key=\"name\">name</th>")
     for m in per_image_metrics:
