@@ -151,16 +151,20 @@ def test_upsample_setting(astronaut: np.ndarray) -> None:
         DlibHogDetector(landmarks=17)
 
 
-def test_missing_dependency_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("module", ["dlib", "cv2"])
+def test_missing_dependency_names_the_extra(module: str, monkeypatch: pytest.MonkeyPatch) -> None:
     real_import = builtins.__import__
 
     def fake_import(name: str, *args: Any, **kwargs: Any) -> Any:
-        if name == "dlib":
-            raise ImportError("No module named 'dlib'")
+        if name == module:
+            raise ImportError(f"No module named '{module}'")
         return real_import(name, *args, **kwargs)
 
-    monkeypatch.delitem(sys.modules, "dlib", raising=False)
+    monkeypatch.delitem(sys.modules, module, raising=False)
     monkeypatch.setattr(builtins, "__import__", fake_import)
     monkeypatch.setattr(importlib, "import_module", lambda name: fake_import(name))
     with pytest.raises(PluginLoadError, match=r"pip install 'daefr\[faces\]'"):
-        optional.dlib()
+        getattr(optional, module)()
+    if module == "cv2":  # the first OpenCV use in the pipeline reports it
+        with pytest.raises(PluginLoadError, match="OpenCV"):
+            align_face(np.zeros((8, 8, 3), np.uint8), FFHQ_TEMPLATE_512 / 64, 8)
