@@ -66,7 +66,7 @@ def _config(path: Path, shards: Path, out: Path, *, devices: int, num_nodes: int
     strategy: dict[str, object] = {"class_path": "lightning.pytorch.strategies.DDPStrategy",
                                    "init_args": {"process_group_backend": "gloo", "find_unused_parameters": True}}
     if num_nodes > 1:
-        strategy["init_args"]["timeout"] = "0:00:30"  # type: ignore[index]
+        strategy["init_args"]["timeout"] = "0:01:00"  # type: ignore[index]
     if die_rank is not None:
         callbacks.append({"class_path": "ddp_fixtures.DieOnRank", "init_args": {"rank": die_rank, "batch_idx": 2}})
     config = {
