@@ -47,21 +47,23 @@ def load_faces(n: int, size: int) -> np.ndarray:
     return np.stack(out)
 
 
-def time_ours(module: torch.nn.Module, hq: torch.Tensor, seed: int) -> float:
+def time_ours(module: torch.nn.Module, hq: torch.Tensor, seed: int) -> tuple[float, float]:
+    """(wall seconds, process CPU seconds) of one batch."""
     sync = torch.cuda.synchronize if hq.device.type == "cuda" else (lambda: None)
     sync()
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     module(hq, generator=torch.Generator().manual_seed(seed))
     sync()
-    return time.perf_counter() - start
+    return time.perf_counter() - start, time.process_time() - cpu
 
 
-def time_reference(images: np.ndarray, seed: int, ranges: dict) -> float:
+def time_reference(images: np.ndarray, seed: int, ranges: dict) -> tuple[float, float]:
+    """(wall seconds, process CPU seconds) of the per-image loop over ``images``."""
     rng = np.random.default_rng(seed)
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     for img in images:
         ref_degrade(img, ref_random_params(rng, img.shape[0], img.shape[1], **ranges), rng)
-    return time.perf_counter() - start
+    return time.perf_counter() - start, time.process_time() - cpu
 
 
 def run(args: argparse.Namespace) -> list[dict]:
@@ -81,10 +83,15 @@ def run(args: argparse.Namespace) -> list[dict]:
         for r in range(args.repeats):
             ours.append(time_ours(module, hq, r + 1))
             ref.append(time_reference(imgs, r + 1, ranges))
-        t_ours, t_ref = statistics.median(ours), statistics.median(ref)
-        rows.append(dict(batch=b, ours=b / t_ours, ref=b / t_ref, ratio=t_ref / t_ours))
+        t_ours = statistics.median(t[0] for t in ours)
+        t_ref = statistics.median(t[0] for t in ref)
+        c_ours = statistics.median(t[1] for t in ours)
+        c_ref = statistics.median(t[1] for t in ref)
+        rows.append(dict(batch=b, ours=b / t_ours, ref=b / t_ref, ratio=t_ref / t_ours,
+                         cpu_ours=1000 * c_ours / b, cpu_ref=1000 * c_ref / b, cpu_ratio=c_ref / c_ours))
         print(f"batch {b:3d}: ours {b / t_ours:8.1f} img/s   reference {b / t_ref:8.1f} img/s   "
-              f"ratio {t_ref / t_ours:5.2f}x", flush=True)
+              f"ratio {t_ref / t_ours:5.2f}x   CPU ms/img ours {1000 * c_ours / b:6.1f} "
+              f"reference {1000 * c_ref / b:6.1f} ratio {c_ref / c_ours:5.2f}x", flush=True)
     return rows
 
 
@@ -100,8 +107,11 @@ def machine(args: argparse.Namespace) -> str:
     dev = args.device
     if dev.startswith("cuda") and torch.cuda.is_available():
         dev = f"{dev} ({torch.cuda.get_device_name()})"
+    load = ", ".join(f"{v:.1f}" for v in os.getloadavg())
     return (f"{cpu}, {os.cpu_count()} visible cores, {args.threads} torch/OpenCV threads; ours on {dev}; "
-            f"torch {torch.__version__}, OpenCV {cv2.__version__}")
+            f"torch {torch.__version__}, OpenCV {cv2.__version__}; load average at the end {load} "
+            "(the machine is shared: other work ran at the same time); OMP_WAIT_POLICY="
+            f"{os.environ.get('OMP_WAIT_POLICY')}")
 
 
 def markdown(args: argparse.Namespace, rows: list[dict]) -> str:
@@ -114,10 +124,15 @@ def markdown(args: argparse.Namespace, rows: list[dict]) -> str:
         f"{args.repeats} runs per cell, ours and the per-image OpenCV reference (tests/reference_degradation.py) "
         "alternating in one process.",
         "",
-        "| batch | ours (img/s) | per-image reference (img/s) | speed-up |",
-        "| ---: | ---: | ---: | ---: |",
+        "Wall-clock throughput depends on what else runs; CPU time per image (process time, both threads) "
+        "is the steadier measure of the work each side does.",
+        "",
+        "| batch | ours (img/s) | per-image reference (img/s) | speed-up (wall) | ours CPU ms/img "
+        "| reference CPU ms/img | speed-up (CPU time) |",
+        "| ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
-    lines += [f"| {r['batch']} | {r['ours']:.1f} | {r['ref']:.1f} | {r['ratio']:.2f}x |" for r in rows]
+    lines += [f"| {r['batch']} | {r['ours']:.1f} | {r['ref']:.1f} | {r['ratio']:.2f}x | {r['cpu_ours']:.1f} "
+              f"| {r['cpu_ref']:.1f} | {r['cpu_ratio']:.2f}x |" for r in rows]
     return "\n".join(lines) + "\n"
 
 

@@ -209,3 +209,22 @@ def test_full_chain_with_jpeg_within_bound(face: np.ndarray) -> None:
     x = ref_jpeg(ref_noise(x, _pipeline_noise(params), noise / 255.0), 70)
     ref = ref_quantize(ref_resize(x, H, W))
     assert psnr(ours, ref) > JPEG_PSNR_BOUND
+
+
+def test_fused_blur_resize_matches_reference(face: np.ndarray) -> None:
+    # scale 4 and 6.5 take the row-pruned inverse FFT, 0.9 the full one
+    cases = [KERNEL_CASES[1], KERNEL_CASES[0], KERNEL_CASES[3]]
+    scales = torch.tensor([4.0, 0.9, 6.5])
+    lq_h, lq_w = ops.lq_sizes(H, W, scales)
+    kernels = _kernels(cases)
+    batch = to_t(face).expand(3, -1, -1, -1)
+    for sel in ([0, 2], [0, 1, 2]):
+        idx = torch.tensor(sel)
+        canvas = (int(lq_h[idx].max()), int(lq_w[idx].max()))
+        out = ops.blur_resize(batch[idx], kernels[idx], lq_h[idx], lq_w[idx], canvas)
+        assert out.shape == (len(sel), 3, *canvas)
+        for j, i in enumerate(sel):
+            kind, size, sx, sy, th, beta = cases[i]
+            lh, lw = int(lq_h[i]), int(lq_w[i])
+            ref = ref_resize(ref_blur(face, ref_kernel(kind, size, sx, sy, th, beta)), lh, lw)
+            assert psnr(to_np(out[j, :, :lh, :lw]), ref) > 45.0, (sel, kind)

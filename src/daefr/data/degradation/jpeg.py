@@ -118,17 +118,20 @@ def _upsample_chroma(plane: Tensor, ch: Tensor, cw: Tensor) -> Tensor:
     return torch.stack(out, dim=2).reshape(b, 2 * h, 2 * w)
 
 
-def _mix_channels(x: Tensor, matrix: Tensor, offset: Tensor) -> Tensor:
-    """``matrix @ x + offset`` over the channels of ``(B, 3, H, W)``, as plain element-wise arithmetic
-    (a 1x1 convolution or einsum is several times slower on a CPU for three channels)."""
-    planes = []
-    for row, off in zip(matrix.tolist(), offset.tolist()):
-        acc = x[:, 0] * row[0] + off
+def _mix_channels(planes: list[Tensor], matrix: Tensor, offset: Tensor) -> Tensor:
+    """``matrix @ planes + offset`` for three ``(B, H, W)`` planes -> ``(B, 3, H, W)``, as plain
+    element-wise arithmetic written into one output (a 1x1 convolution or einsum is several times
+    slower on a CPU for three channels)."""
+    first = planes[0]
+    out = torch.empty((first.shape[0], 3, *first.shape[1:]), device=first.device, dtype=first.dtype)
+    for i, (row, off) in enumerate(zip(matrix.tolist(), offset.tolist())):
+        acc = out[:, i]
+        torch.mul(planes[0], row[0], out=acc)
+        acc.add_(off)
         for ch in (1, 2):
             if row[ch] != 0.0:
-                acc = acc.add_(x[:, ch], alpha=row[ch])
-        planes.append(acc)
-    return torch.stack(planes, dim=1)
+                acc.add_(planes[ch], alpha=row[ch])
+    return out
 
 
 def jpeg_compress(
@@ -150,7 +153,7 @@ def jpeg_compress(
     hp, wp = -(-h // 16) * 16, -(-w // 16) * 16
     x = F.pad(x, (0, wp - w, 0, hp - h))
     x = replicate_outside(x, hv, wv)
-    ycc = torch.floor(_mix_channels(x, _RGB_TO_YCC, _YCC_OFFSET))
+    ycc = _mix_channels([x[:, 0], x[:, 1], x[:, 2]], _RGB_TO_YCC, _YCC_OFFSET).floor_()
     luma_t, chroma_t = quant_tables(quality.to(device))
     dct = _dct_basis(device)
     y = _dct_quantise(ycc[:, 0], luma_t, dct)
@@ -161,6 +164,6 @@ def jpeg_compress(
     small = _dct_quantise(small.reshape(b2 * 2, h2, w2), chroma_t.repeat_interleave(2, dim=0), dct)
     chroma = _upsample_chroma(small, ch.repeat_interleave(2), cw.repeat_interleave(2)).reshape(b2, 2, hp, wp)
     # R = Y + round(1.402 (Cr - 128)), ...: Y is an integer, so one floor(... + 0.5) of the sum suffices
-    ycc = torch.cat((y[:, None], chroma - 128.0), dim=1)
-    rgb = torch.floor(_mix_channels(ycc, _YCC_TO_RGB, _HALF))
+    chroma = chroma - 128.0
+    rgb = _mix_channels([y, chroma[:, 0], chroma[:, 1]], _YCC_TO_RGB, _HALF).floor_()
     return (rgb.clamp_(0.0, 255.0) / 255.0)[:, :, :h, :w]

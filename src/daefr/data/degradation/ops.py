@@ -32,6 +32,53 @@ def blur(img: Tensor, kernels: Tensor) -> Tensor:
     costs the same for any kernel size (a 41x41 direct convolution is ~20x more arithmetic at 512x512);
     the result is a view into a larger buffer.
     """
+    spec, p, (fh, fw) = _blurred_spectrum(img, kernels)
+    h, w = img.shape[-2:]
+    return torch.fft.irfft2(spec, s=(fh, fw))[:, :, p : p + h, p : p + w]
+
+
+def blur_resize(
+    img: Tensor, kernels: Tensor, out_h: Tensor, out_w: Tensor, canvas: tuple[int, int]
+) -> Tensor:
+    """:func:`blur` followed by :func:`resize` to per-sample ``(out_h, out_w)`` on a ``canvas``, fused.
+
+    Bilinear downscaling reads only two source rows per output row, so when the canvas has fewer than
+    half the rows of the FFT grid the inverse FFT along the rows is evaluated for those rows only
+    (for a 4x downscale that skips ~half of the inverse transform); otherwise this is blur + resize.
+    """
+    b, c, h, w = img.shape
+    spec, p, (fh, fw) = _blurred_spectrum(img, kernels)
+    ch, cw = canvas
+    if 2 * ch >= fh:
+        blurred = torch.fft.irfft2(spec, s=(fh, fw))[:, :, p : p + h, p : p + w]
+        full_h = torch.full((b,), h, device=img.device, dtype=torch.long)
+        full_w = torch.full((b,), w, device=img.device, dtype=torch.long)
+        return resize(blurred, full_h, full_w, out_h, out_w, canvas)
+    full = torch.full((b,), h, device=img.device)
+    ys = _source_coords(ch, out_h, full)
+    y0 = torch.floor(ys)
+    fy = (ys - y0).to(torch.float32)[:, None, :, None]
+    y0 = y0.to(torch.long)
+    y1 = torch.clamp(y0 + 1, max=h - 1)
+    rows = torch.stack((y0, y1), dim=-1).reshape(b, 1, 2 * ch, 1) + p  # rows of the padded grid
+    cols = torch.fft.ifft(spec, dim=-2)
+    del spec
+    picked = cols.gather(2, rows.expand(b, c, 2 * ch, cols.shape[-1]))
+    lines = torch.fft.irfft(picked, n=fw, dim=-1)[..., p : p + w].reshape(b, c, ch, 2, w)
+    top, bottom = lines[:, :, :, 0], lines[:, :, :, 1]
+    vert = top + fy * (bottom - top)  # (B, C, ch, W)
+    xs = _source_coords(cw, out_w, torch.full((b,), w, device=img.device))
+    x0 = torch.floor(xs)
+    fx = (xs - x0).to(torch.float32)[:, None, None, :]
+    x0 = x0.to(torch.long)
+    x1 = torch.clamp(x0 + 1, max=w - 1)
+    left = vert.gather(3, x0[:, None, None, :].expand(b, c, ch, cw))
+    right = vert.gather(3, x1[:, None, None, :].expand(b, c, ch, cw))
+    return left + fx * (right - left)
+
+
+def _blurred_spectrum(img: Tensor, kernels: Tensor) -> tuple[Tensor, int, tuple[int, int]]:
+    """``rfft2`` of the reflect-padded images times the kernels' spectra; also the padding and FFT size."""
     b, c, h, w = img.shape
     k = kernels.shape[-1]
     if kernels.shape != (b, k, k) or k % 2 == 0:
@@ -40,15 +87,18 @@ def blur(img: Tensor, kernels: Tensor) -> Tensor:
     if p >= h or p >= w:
         raise ValueError(f"image {h}x{w} is too small for a {k}x{k} kernel (needs more than {p} pixels)")
     fh, fw = next_fast_len(h + 2 * p), next_fast_len(w + 2 * p)
+    hp, wp = h + 2 * p, w + 2 * p
     # reflect-101 padding written straight into the zero-padded FFT buffer (one copy of the image)
-    buf = torch.zeros(b, c, fh, fw, device=img.device, dtype=torch.float32)
+    buf = torch.empty(b, c, fh, fw, device=img.device, dtype=torch.float32)
+    buf[:, :, hp:, :] = 0.0
+    buf[:, :, :hp, wp:] = 0.0
     buf[:, :, p : p + h, p : p + w] = img
     if p > 0:
-        rows, cols = slice(p, p + h), slice(0, w + 2 * p)
+        rows, cols = slice(p, p + h), slice(0, wp)
         buf[:, :, rows, :p] = buf[:, :, rows, p + 1 : 2 * p + 1].flip(-1)
-        buf[:, :, rows, p + w : w + 2 * p] = buf[:, :, rows, w - 1 : p + w - 1].flip(-1)
+        buf[:, :, rows, p + w : wp] = buf[:, :, rows, w - 1 : p + w - 1].flip(-1)
         buf[:, :, :p, cols] = buf[:, :, p + 1 : 2 * p + 1, cols].flip(-2)
-        buf[:, :, p + h : h + 2 * p, cols] = buf[:, :, h - 1 : p + h - 1, cols].flip(-2)
+        buf[:, :, p + h : hp, cols] = buf[:, :, h - 1 : p + h - 1, cols].flip(-2)
     spec = torch.fft.rfft2(buf)
     del buf
     # flipped kernels (correlation) with their centre at index (0, 0) of the FFT grid, wrapped around
@@ -59,8 +109,7 @@ def blur(img: Tensor, kernels: Tensor) -> Tensor:
     kpad[:, fh - p :, : p + 1] = flipped[:, :p, p:]
     kpad[:, fh - p :, fw - p :] = flipped[:, :p, :p]
     spec.mul_(torch.fft.rfft2(kpad)[:, None])
-    out = torch.fft.irfft2(spec, s=(fh, fw))
-    return out[:, :, p : p + h, p : p + w]
+    return spec, p, (fh, fw)
 
 
 def lq_sizes(height: int, width: int, scale: Tensor) -> tuple[Tensor, Tensor]:

@@ -3,10 +3,12 @@
 Per-sample output sizes: each sample is downscaled to its own exact size ``floor(H / scale)`` x
 ``floor(W / scale)`` (as the official per-image pipeline does) and kept in the top-left of a canvas
 padded to whole 16x16 JPEG blocks by edge replication; noise and JPEG run batched on the canvas, then
-every sample is resized back from its own region to ``(H, W)``. Samples are grouped by canvas area
-(within 2x, a handful of groups per batch, see :func:`size_groups`) so small images do not pay for
-the largest one; there is no per-image loop, and each sample sees exactly the arithmetic of a
-per-image pipeline (blur, resize and noise are exact; JPEG is within the bound the tests state).
+every sample is resized back from its own region to ``(H, W)``. Samples are processed in size
+groups (sorted by canvas area, areas within 2x, see :func:`size_groups`) so small images do not pay
+for the largest one; on a CPU a group holds at most :data:`CPU_GROUP` samples to stay in cache. All
+operations inside a group are batched tensor ops (no per-image code), and each sample sees exactly
+the arithmetic of a per-image pipeline (blur, resize and noise match OpenCV to float precision; JPEG
+is within the bound the tests state).
 """
 
 from __future__ import annotations
@@ -271,14 +273,13 @@ def _degrade(x: Tensor, p: dict[str, Tensor], noise_gen: torch.Generator) -> Ten
     [0, 1] after downscaling, where it is cheap.
     """
     kernels = mixed_kernels(p["kernel_type"], p["sigma_x"], p["sigma_y"], p["theta"], p["beta"], p["kernel_size"])
-    blurred = ops.blur(x, kernels)
-    b, _, h, w = blurred.shape
-    dev = blurred.device
+    b, _, h, w = x.shape
+    dev = x.device
     full_h = torch.full((b,), h, device=dev, dtype=torch.long)
     full_w = torch.full((b,), w, device=dev, dtype=torch.long)
     lq_h, lq_w = p["lq_height"], p["lq_width"]
     canvas = (int(_ceil16(lq_h).max()), int(_ceil16(lq_w).max()))
-    x = ops.resize(blurred, full_h, full_w, lq_h, lq_w, canvas).clamp_(0.0, 1.0)
+    x = ops.blur_resize(x, kernels, lq_h, lq_w, canvas).clamp_(0.0, 1.0)
     noise = torch.randn(x.shape, generator=noise_gen, device=dev, dtype=torch.float32)
     sigma = p["noise_sigma"] / 255.0
     if bool(p["poisson"].any()):
