@@ -120,6 +120,14 @@ def test_finite_training_equalises_ranks_and_shuffles_per_epoch(corpus: Any) -> 
     assert Counter(k for b in runs[(0, 0)] for k in b).most_common(1)[0][1] == 1
 
 
+def test_finite_training_too_small_for_the_ranks_is_a_config_error(corpus: Any) -> None:
+    _, shards, _ = corpus
+    dataset = FaceDataset(ShardSource(str(shards)), 4, 32, equalize=True, split="shard")
+    dataset.set_context(0, 4, 0, num_workers=2)  # 4 shards over 8 (rank, worker) slots of 4 samples
+    with pytest.raises(ConfigError, match="no full batch of 4 with 4 ranks x 2 workers"):
+        len(dataset)
+
+
 def _write_tar(path: Path, members: dict[str, bytes]) -> None:
     with tarfile.open(path, "w") as tar:
         for name, data in members.items():

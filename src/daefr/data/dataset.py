@@ -30,7 +30,7 @@ from torch.utils.data import IterableDataset, get_worker_info
 from daefr.data.decode import decode_rgb, resize_center_crop, to_tensor_m11
 from daefr.data.sources import HQ_FIELDS, LQ_FIELDS, RawSample, Source, SourceReadError, Unit
 from daefr.data.split import choose_split, equal_batch_quotas, slot_counts, slot_of, split_evenly, stream_seed
-from daefr.errors import DaefrError, ImageReadError
+from daefr.errors import ConfigError, DaefrError, ImageReadError
 
 log = logging.getLogger(__name__)
 STATS_KEY = "data_stats"
@@ -142,7 +142,14 @@ class FaceDataset(IterableDataset[dict[str, Any]]):
             return None
         per_slot = slot_counts(self.counts(), self._split(), self.world_size, workers)
         if self.equalize:
-            return equal_batch_quotas(per_slot, self.batch_size)[self.rank]
+            quotas = equal_batch_quotas(per_slot, self.batch_size)
+            if not any(quotas[self.rank]):
+                raise ConfigError(
+                    f"{self.name} data ({sum(map(sum, per_slot))} samples, {len(self.units)} units) gives some "
+                    f"rank no full batch of {self.batch_size} with {self.world_size} ranks x {workers} workers "
+                    f"(split={self._split()!r}); use split='sample', a smaller batch, fewer workers or resampled=True"
+                )
+            return quotas[self.rank]
         round_ = math.floor if self.drop_last else math.ceil
         return [int(round_(n / self.batch_size)) for n in per_slot[self.rank]]
 
