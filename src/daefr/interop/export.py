@@ -1,0 +1,302 @@
+"""Export the DAEFR restorer to ONNX, TorchScript or a torch.export ExportedProgram, and check the result.
+
+Exported graph: ``lq (B, 3, S, S) float32 in [-1, 1]`` -> ``restored (B, 3, S, S) float32`` (unclamped)
+and ``indices (B, T) int64`` (the top-1 HQ codebook codes, T = (S / 32)^2 = 256 for the released model).
+``batch=None`` exports a dynamic batch dimension, an int fixes it. ``fast`` exports the fast-path graph
+(fused blocks, sub-pixel upsampling, argmax; :mod:`daefr.models.inference_options`), else the parity graph.
+
+Op notes (what needed care to export):
+
+* top-1 selection: the parity graph's ``topk(softmax(logits), 1)`` and the fast graph's ``argmax`` both
+  export as they are (ONNX ``TopK``/``ArgMax``); nothing was rewritten.
+* codebook lookup: ``nn.Embedding`` on the indices exports as ``Gather``; nothing was rewritten.
+* the parity graph's straight-through sum ``fused + (quant - fused).detach()`` exports as two
+  element-wise ops (``detach`` is the identity at inference);
+* attention: ``scaled_dot_product_attention`` (fast graph) and the explicit softmax attention both export.
+* ONNX export uses the TorchScript-based exporter by default (opset 17; here ~8x faster to export than
+  the dynamo exporter, which is available as ``exporter="dynamo"``); weights over 1.8 GB go to an
+  external data file next to the ``.onnx``.
+
+:func:`check_export` runs the exported file (ONNX Runtime for ONNX) against the eager graph and
+reports max |difference| of the restored images and the share of identical codes;
+:data:`DEFAULT_TOLERANCE` (1e-3 on [-1, 1] images, >= 99% identical codes) is the pass mark.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, cast
+
+import torch
+from torch import Tensor, nn
+
+from daefr.errors import ConfigError, DaefrError
+
+__all__ = ["DEFAULT_TOLERANCE", "EXPORT_FORMATS", "ExportCheck", "ExportableRestorer", "check_export",
+           "export_restorer", "load_exported", "read_export_metadata"]
+
+#: Format name -> file suffix.
+EXPORT_FORMATS: dict[str, str] = {"onnx": ".onnx", "torchscript": ".ts", "exported-program": ".pt2"}
+#: Pass marks of :func:`check_export`: max |restored difference| and share of identical codes.
+DEFAULT_TOLERANCE: dict[str, float] = {"max_abs": 1e-3, "code_agreement": 0.99}
+_META_FILE = "daefr_export.json"
+
+
+class ExportableRestorer(nn.Module):
+    """The restorer's inference graph with tensor-only outputs: lq (B, 3, S, S) -> (restored, indices (B, T))."""
+
+    def __init__(self, restorer: nn.Module, *, fast: bool) -> None:
+        super().__init__()
+        self.restorer = restorer
+        self.fast = bool(fast)
+
+    def forward(self, lq: Tensor) -> tuple[Tensor, Tensor]:
+        """(B, 3, S, S) in [-1, 1] -> restored (B, 3, S, S), indices (B, T) int64."""
+        r = cast(Any, self.restorer)
+        if self.fast:
+            from daefr.models.inference_options import _lean_encode
+
+            lq_feat = r.lq_quant_conv(_lean_encode(r.lq_encoder, lq))
+            hq_feat = r.hq_quant_conv(_lean_encode(r.hq_encoder, lq))
+        else:
+            lq_feat, hq_feat = r.encode(lq)
+        fused = r.fusion(lq_feat, hq_feat)
+        indices = r.top1(r.predictor(fused))
+        restored = r.decode_indices(indices, (int(fused.shape[2]), int(fused.shape[3])), fused)
+        return restored, indices
+
+
+def _prepare(restorer: nn.Module, fast: bool) -> ExportableRestorer:
+    """A converted deep copy (the caller's restorer is left as it is)."""
+    model = copy.deepcopy(restorer).eval()
+    if fast:
+        from daefr.nn.fast_blocks import fuse_vqgan_blocks
+
+        getattr(model, "set_fast")(True)  # noqa: B009
+        fuse_vqgan_blocks(model)
+    else:
+        getattr(model, "set_fast")(False)  # noqa: B009
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return ExportableRestorer(model, fast=fast).eval()
+
+
+def _metadata(restorer: nn.Module, fmt: str, batch: int | None, fast: bool) -> dict[str, str]:
+    from daefr import __version__
+
+    size = getattr(restorer, "input_size", None)
+    return {"format": "daefr.exported_restorer", "export_format": fmt, "daefr_version": __version__,
+            "input_size": str(size), "batch": "dynamic" if batch is None else str(batch), "fast": str(fast).lower(),
+            "arch": json.dumps(getattr(restorer, "arch", None), sort_keys=True),
+            "outputs": "restored (B,3,S,S) float32 unclamped [-1,1]; indices (B,T) int64"}
+
+
+def export_restorer(restorer: nn.Module, path: str | Path, fmt: str = "onnx", *, batch: int | None = None,
+                    fast: bool = False, opset: int = 17, exporter: str = "torchscript",
+                    overwrite: bool = False) -> Path:
+    """Export ``restorer`` (a DAEFRRestorer) to ``path`` in format ``fmt`` (``onnx``, ``torchscript``,
+    ``exported-program``); ``batch=None`` makes the batch dimension dynamic. Returns the path written.
+
+    ONNX: ``exporter="torchscript"`` (default; the tracing exporter, about 8x faster to export here) or
+    ``"dynamo"`` (``torch.export`` based, opset >= 18); both give the same graph to within rounding.
+
+    The file is written to a temporary name in the same folder and moved into place (atomic).
+    """
+    if fmt not in EXPORT_FORMATS:
+        raise ConfigError(f"unknown export format {fmt!r}; use one of {', '.join(EXPORT_FORMATS)}")
+    if exporter not in ("torchscript", "dynamo"):
+        raise ConfigError(f"unknown ONNX exporter {exporter!r}; use torchscript or dynamo")
+    if batch is not None and batch < 1:
+        raise ConfigError(f"batch must be >= 1 (or None for a dynamic batch), got {batch}")
+    size = getattr(restorer, "input_size", None)
+    if not isinstance(size, int):
+        raise ConfigError("the restorer has no square input size (input_size); export needs a fixed face size")
+    path = Path(path)
+    if path.exists() and not overwrite:
+        raise ConfigError(f"{path} exists; pass overwrite=True (--force) to replace it")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    model = _prepare(restorer, fast)
+    # a dynamic batch is traced at 2: torch.export specialises a dimension of size 1
+    example = torch.zeros(2 if batch is None else batch, 3, size, size)
+    meta = _metadata(restorer, fmt, batch, fast)
+    # the temporary name keeps the suffix: torch.export.save insists on ".pt2"
+    tmp = path.with_name(f".tmp-export-{path.name}")
+    try:
+        with torch.no_grad():
+            if fmt == "onnx":
+                _export_onnx(model, example, tmp, batch, opset, meta, exporter)
+            elif fmt == "torchscript":
+                traced = torch.jit.trace(model, (example,), check_trace=False)
+                traced = torch.jit.freeze(traced.eval())
+                torch.jit.save(traced, str(tmp), _extra_files={_META_FILE: json.dumps(meta)})
+            else:
+                program = _torch_export(model, example, batch)
+                torch.export.save(program, str(tmp), extra_files={_META_FILE: json.dumps(meta)})
+        tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def _torch_export(model: nn.Module, example: Tensor, batch: int | None) -> Any:
+    dynamic = {"lq": {0: torch.export.Dim("batch", min=1, max=4096)}} if batch is None else None
+    return torch.export.export(model, (example,), dynamic_shapes=dynamic, strict=False)
+
+
+def _export_onnx(model: nn.Module, example: Tensor, tmp: Path, batch: int | None, opset: int,
+                 meta: dict[str, str], exporter: str) -> None:
+    import warnings
+
+    import onnx
+
+    n_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
+    external = n_bytes > 1_800_000_000  # protobuf's 2 GB limit
+    names = {"input_names": ["lq"], "output_names": ["restored", "indices"], "opset_version": opset}
+    if exporter == "dynamo":
+        dynamic = {"lq": {0: torch.export.Dim("batch", min=1, max=4096)}} if batch is None else None
+        program = torch.onnx.export(model, (example,), None, dynamo=True, dynamic_shapes=dynamic, optimize=True,
+                                    verbose=False, **names)  # type: ignore[arg-type]
+        if program is None:
+            raise DaefrError("torch.onnx.export returned no program")
+        proto = program.model_proto
+    else:
+        axes = {name: {0: "batch"} for name in ("lq", "restored", "indices")} if batch is None else None
+        staging = tmp.with_name(tmp.name + ".staging")
+        try:
+            with warnings.catch_warnings():  # the TorchScript exporter's deprecation and tracer notes
+                warnings.simplefilter("ignore")
+                torch.onnx.export(model, (example,), str(staging), dynamo=False, dynamic_axes=axes,
+                                  do_constant_folding=True, **names)  # type: ignore[arg-type]
+            proto = onnx.load(str(staging))
+        finally:
+            staging.unlink(missing_ok=True)
+    for key, value in meta.items():
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = key, value
+    if external:
+        # the data file gets its final name at once: the graph refers to it by name
+        onnx.save_model(proto, str(tmp), save_as_external_data=True, all_tensors_to_one_file=True,
+                        location=tmp.name.removeprefix(".tmp-export-") + ".data")
+    else:
+        onnx.save_model(proto, str(tmp))
+
+
+def read_export_metadata(path: str | Path) -> dict[str, str]:
+    """The metadata stored by :func:`export_restorer` (``input_size``, ``batch``, ``fast``, ...); {} if none."""
+    path = Path(path)
+    fmt = _format_of(path)
+    try:
+        if fmt == "onnx":
+            import onnx
+
+            proto = onnx.load(str(path), load_external_data=False)
+            return {p.key: p.value for p in proto.metadata_props}
+        files = {_META_FILE: ""}
+        if fmt == "torchscript":
+            torch.jit.load(str(path), map_location="cpu", _extra_files=files)
+        else:
+            torch.export.load(str(path), extra_files=files)
+        return cast(dict[str, str], json.loads(files[_META_FILE] or "{}"))
+    except (OSError, RuntimeError, ValueError) as exc:
+        raise DaefrError(f"{path}: cannot read the exported model ({type(exc).__name__}: {exc})") from None
+
+
+def _format_of(path: Path) -> str:
+    for fmt, suffix in EXPORT_FORMATS.items():
+        if path.name.endswith(suffix):
+            return fmt
+    raise ConfigError(f"{path}: unknown exported-model suffix; expected one of {', '.join(EXPORT_FORMATS.values())}")
+
+
+def load_exported(path: str | Path, fmt: str | None = None, *, threads: int | None = None) -> Any:
+    """A callable ``lq (B, 3, S, S) tensor -> (restored, indices)`` running the exported file.
+
+    ONNX files run in ONNX Runtime (CPU; ``threads`` sets its intra-op threads), TorchScript and
+    ExportedProgram files in torch.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DaefrError(f"exported model not found: {path}; create it with `daefr export`")
+    fmt = fmt or _format_of(path)
+    if fmt == "onnx":
+        import onnxruntime as ort
+
+        opts = ort.SessionOptions()
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        if threads:
+            opts.intra_op_num_threads = int(threads)
+        session = ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
+
+        def run_onnx(lq: Tensor) -> tuple[Tensor, Tensor]:
+            outs = session.run(["restored", "indices"], {"lq": lq.detach().float().cpu().contiguous().numpy()})
+            return torch.from_numpy(outs[0]), torch.from_numpy(outs[1])
+
+        return run_onnx
+    if fmt == "torchscript":
+        return torch.jit.load(str(path), map_location="cpu")
+    if fmt == "exported-program":
+        return torch.export.load(str(path)).module()
+    raise ConfigError(f"unknown export format {fmt!r}; use one of {', '.join(EXPORT_FORMATS)}")
+
+
+@dataclass(frozen=True)
+class ExportCheck:
+    """Exported vs eager on the same input: ``max_abs`` |restored difference|, ``code_agreement`` in [0, 1]."""
+
+    fmt: str
+    batch: int
+    max_abs: float
+    code_agreement: float
+    eager_seconds: float
+    exported_seconds: float
+    tolerance: dict[str, float]
+
+    @property
+    def passed(self) -> bool:
+        """Within :attr:`tolerance` on both figures."""
+        return self.max_abs <= self.tolerance["max_abs"] and self.code_agreement >= self.tolerance["code_agreement"]
+
+    def summary(self) -> str:
+        """One line for the CLI."""
+        verdict = "PASS" if self.passed else "FAIL"
+        return (f"{verdict}: {self.fmt} vs eager on {self.batch} input(s): max |diff| {self.max_abs:.2e} "
+                f"(tolerance {self.tolerance['max_abs']:.0e}), identical codes {100 * self.code_agreement:.2f}% "
+                f"(needs {100 * self.tolerance['code_agreement']:.0f}%); eager {self.eager_seconds:.2f} s, "
+                f"exported {self.exported_seconds:.2f} s")
+
+
+def check_export(path: str | Path, restorer: nn.Module, *, fast: bool | None = None, batch: int = 2,
+                 seed: int = 0, tolerance: dict[str, float] | None = None, fmt: str | None = None) -> ExportCheck:
+    """Run the exported file and the eager graph it came from on ``batch`` seeded inputs and compare.
+
+    ``fast`` defaults to the flag stored in the file. Inputs are uniform in [-1, 1].
+    """
+    path = Path(path)
+    meta = read_export_metadata(path)
+    if fast is None:
+        fast = meta.get("fast", "false") == "true"
+    fixed = meta.get("batch", "dynamic")
+    if fixed != "dynamic":
+        batch = int(fixed)
+    size = getattr(restorer, "input_size", None)
+    if not isinstance(size, int):
+        raise ConfigError("the restorer has no square input size (input_size)")
+    g = torch.Generator().manual_seed(seed)
+    lq = torch.rand(batch, 3, size, size, generator=g) * 2 - 1
+    eager = _prepare(restorer, fast)
+    with torch.inference_mode():
+        start = time.perf_counter()
+        ref_img, ref_idx = eager(lq)
+        eager_s = time.perf_counter() - start
+        run = load_exported(path, fmt)
+        start = time.perf_counter()
+        img, idx = run(lq)
+        exported_s = time.perf_counter() - start
+    max_abs = float((img.float() - ref_img.float()).abs().max())
+    agreement = float((idx.long() == ref_idx.long()).float().mean())
+    return ExportCheck(fmt or _format_of(path), batch, max_abs, agreement, eager_s, exported_s,
+                       dict(tolerance or DEFAULT_TOLERANCE))

@@ -1,0 +1,201 @@
+"""Inference options for the DAEFR restorer: the switch between the parity path and the fast path.
+
+Usage::
+
+    from daefr.models.inference_options import InferenceOptions, optimize_for_inference
+    net = optimize_for_inference(restorer, InferenceOptions(fast=True, precision="fp32"))
+    restored = net(lq)                       # (B, 3, 512, 512) in [-1, 1] -> same shape, float32
+
+The parity default (``InferenceOptions.parity()``) reproduces the official numerics: it only adds
+``torch.inference_mode`` and leaves every module as it is. The fast path (``InferenceOptions()``):
+
+* fused attention (``scaled_dot_product_attention``) in every attention block and transformer layer,
+  ``argmax`` top-1 codes and direct decoding of the code rows (``DAEFRRestorer.set_fast``);
+* fused ResNet blocks (in-place SiLU and residual) and sub-pixel upsampling (four 2x2 convolutions
+  instead of nearest x2 + 3x3: 2.25x fewer FLOPs there), see :mod:`daefr.nn.fast_blocks`;
+* a lean encoder pass that keeps no intermediate feature maps alive (lower peak memory);
+* optionally channels-last memory format, ``torch.compile``, and bf16/fp16 autocast (GPU, and bf16 on
+  CPUs with native support; the vector quantizer and code choice stay float32).
+
+Restoration never computes training targets, losses or the association codebooks: the
+:class:`~daefr.models.restorer.DAEFRRestorer` graph holds only the LQ/HQ encoders, fusion, code
+predictor, the HQ codebook (lookup only) and the decoder. Batching of faces is the caller's choice
+(``net(batch)``); :class:`daefr.inference.restorer.Restorer` gathers faces across photos.
+
+Deviations of the fast path from the parity path are measured in ``benchmarks/inference.py`` and
+checked in ``tests/unit/test_perf_fast_path.py``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import warnings
+from dataclasses import dataclass
+from typing import Any, cast
+
+import torch
+from torch import Tensor, nn
+
+from daefr.errors import ConfigError
+
+__all__ = ["PRECISIONS", "InferenceModel", "InferenceOptions", "cpu_supports", "optimize_for_inference"]
+
+PRECISIONS: dict[str, torch.dtype] = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def cpu_supports(precision: str) -> bool:
+    """Whether this CPU has native kernels (oneDNN) for ``precision`` (``fp32`` always)."""
+    if precision == "fp32":
+        return True
+    probe = {"bf16": "_is_mkldnn_bf16_supported", "fp16": "_is_mkldnn_fp16_supported"}.get(precision)
+    fn = getattr(torch.ops.mkldnn, probe, None) if probe else None
+    try:
+        return bool(fn()) if fn is not None else False
+    except RuntimeError:
+        return False
+
+
+@dataclass(frozen=True)
+class InferenceOptions:
+    """How the restorer runs at inference time (see the module doc for what each switch does).
+
+    ``fast``: fused attention, argmax, direct decoding, fused blocks, lean encoder (off = parity);
+    ``channels_last``: NHWC activations and weights (oneDNN convolutions skip layout reorders);
+    ``precision``: ``fp32``, ``bf16`` or ``fp16`` autocast (reduced precision is a fast-path option);
+    ``compile``: wrap the graph in ``torch.compile`` (first call compiles; pays off for long runs);
+    ``inference_mode``: run under ``torch.inference_mode`` (no autograd bookkeeping).
+    """
+
+    fast: bool = True
+    channels_last: bool = True
+    precision: str = "fp32"
+    compile: bool = False
+    inference_mode: bool = True
+
+    def __post_init__(self) -> None:
+        if self.precision not in PRECISIONS:
+            raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
+
+    @classmethod
+    def parity(cls) -> InferenceOptions:
+        """The official numerics: no rewrites, fp32, NCHW, eager (inference mode only)."""
+        return cls(fast=False, channels_last=False, precision="fp32", compile=False)
+
+    def replace(self, **changes: Any) -> InferenceOptions:
+        """A copy with ``changes`` applied (validated)."""
+        return dataclasses.replace(self, **changes)
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """The autocast dtype (``torch.float32`` means no autocast)."""
+        return PRECISIONS[self.precision]
+
+
+def _lean_encode(encoder: nn.Module, x: Tensor) -> Tensor:
+    """Run a VQGAN :class:`~daefr.nn.vqgan.Encoder` without keeping its intermediate maps alive."""
+    from daefr.nn.vqgan import Encoder
+
+    if type(encoder) is not Encoder:  # plugin encoders run as they are
+        return cast(Tensor, encoder(x))
+    enc = cast(Any, encoder)
+    h = enc.conv_in(x)
+    for stage in enc.down:
+        h = stage.run_blocks(h)
+        if stage.downsample is not None:
+            h = stage.downsample(h)
+    if enc.mid is not None:
+        h = enc.mid.block_2(enc.mid.attn_1(enc.mid.block_1(h)))
+    h = enc.norm_out(h)
+    return cast(Tensor, enc.conv_out(torch.nn.functional.silu(h, inplace=not h.requires_grad)))
+
+
+class _FastGraph(nn.Module):
+    """The fast restoration graph over a converted restorer's modules: (B, 3, H, W) -> (B, 3, H, W)."""
+
+    def __init__(self, restorer: nn.Module) -> None:
+        super().__init__()
+        self.restorer = restorer
+
+    def forward(self, lq: Tensor) -> Tensor:
+        """(B, 3, H, W) in [-1, 1] -> restored (B, 3, H, W)."""
+        r = cast(Any, self.restorer)
+        lq_feat = r.lq_quant_conv(_lean_encode(r.lq_encoder, lq))
+        hq_feat = r.hq_quant_conv(_lean_encode(r.hq_encoder, lq))
+        fused = r.fusion(lq_feat, hq_feat)
+        logits = r.predictor(fused.float() if fused.dtype != torch.float32 else fused)
+        indices = r.top1(logits.float())  # code choice in float32 (argmax on the fast path)
+        quant = r.codebook.lookup(indices.reshape(indices.shape[0], fused.shape[2], fused.shape[3]))
+        return cast(Tensor, r.decoder(r.post_quant_conv(quant)))
+
+
+class InferenceModel(nn.Module):
+    """A restorer prepared for inference: ``forward(lq (B, 3, H, W) in [-1, 1])`` -> float32 (B, 3, H, W).
+
+    Holds the restorer (``.restorer``; shared, converted in place by :func:`optimize_for_inference`)
+    and its :class:`InferenceOptions` (``.options``). ``input_size`` is the face size it expects.
+    Output is NCHW-contiguous float32 whatever the internal layout and precision.
+    """
+
+    def __init__(self, restorer: nn.Module, options: InferenceOptions, graph: nn.Module | Any) -> None:
+        super().__init__()
+        self.restorer = restorer
+        self.options = options
+        # a plain attribute: the graph shares the restorer's modules, which are registered once (above)
+        object.__setattr__(self, "_graph", graph)
+
+    @property
+    def input_size(self) -> int | None:
+        """Side of the square input (512 for the released model)."""
+        size = getattr(self.restorer, "input_size", None)
+        return int(size) if isinstance(size, int) else None
+
+    def _autocast(self, device: torch.device) -> contextlib.AbstractContextManager[Any]:
+        if self.options.precision == "fp32" or device.type not in ("cpu", "cuda"):
+            return contextlib.nullcontext()
+        return torch.autocast(device.type, dtype=self.options.dtype)
+
+    def forward(self, lq: Tensor) -> Tensor:
+        """(B, 3, H, W) in [-1, 1] -> restored (B, 3, H, W) float32, unclamped."""
+        check = getattr(self.restorer, "check_input", None)
+        if callable(check):
+            check(lq)
+        mode = torch.inference_mode() if self.options.inference_mode else contextlib.nullcontext()
+        with mode, self._autocast(lq.device):
+            x = lq.contiguous(memory_format=torch.channels_last) if self.options.channels_last else lq
+            y = cast(Tensor, cast(Any, self._graph)(x))
+        return y.float().contiguous()
+
+
+def optimize_for_inference(restorer: nn.Module, options: InferenceOptions | None = None,
+                           **changes: Any) -> InferenceModel:
+    """Prepare ``restorer`` (a :class:`~daefr.models.restorer.DAEFRRestorer`) for inference.
+
+    ``options`` default to the fast path (:class:`InferenceOptions`); ``changes`` override single
+    fields, e.g. ``optimize_for_inference(r, precision="bf16")``. The restorer is converted IN PLACE
+    (eval mode; with ``fast``: attention switched to SDPA, blocks replaced by their fused equivalents
+    sharing the same parameters; with ``channels_last``: parameters re-laid out) and must not be used
+    afterwards as a parity model; deep-copy it first to keep one.
+    """
+    opts = (options or InferenceOptions()).replace(**changes) if changes else (options or InferenceOptions())
+    restorer.eval()
+    if opts.precision != "fp32":
+        device = next((p.device for p in restorer.parameters()), torch.device("cpu"))
+        if device.type == "cpu" and not cpu_supports(opts.precision):
+            warnings.warn(f"this CPU has no native {opts.precision} kernels; {opts.precision} autocast will be "
+                          "slow (use precision='fp32')", RuntimeWarning, stacklevel=2)
+    graph: nn.Module
+    if opts.fast:
+        from daefr.nn.fast_blocks import fuse_vqgan_blocks
+
+        set_fast = getattr(restorer, "set_fast", None)
+        if callable(set_fast):
+            set_fast(True)
+        fuse_vqgan_blocks(restorer)
+        graph = _FastGraph(restorer)
+    else:
+        graph = restorer
+    if opts.channels_last:
+        restorer.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+    runner: Any = torch.compile(graph, dynamic=False) if opts.compile else graph
+    return InferenceModel(restorer, opts, runner)
