@@ -62,9 +62,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     faces.add_argument("--upscale", type=float, default=1.0, metavar="N",
                        help="resize the whole photo by N (background by --upsampler)")
     faces.add_argument("--upsampler", default="bicubic", help="background upsampler (`daefr list upsamplers`)")
-    faces.add_argument("--paste", choices=("direct", "residual"), default="direct",
-                       help="direct: paste the restored face (official); residual: add only what the network "
-                            "changed, so untouched detail is not resampled")
+    faces.add_argument("--paste", choices=("direct", "residual"), default="residual",
+                       help="residual (default): add only what the network changed, so untouched detail is not resampled; "
+                            "direct: paste the restored face as the official pipeline does")
     faces.add_argument("--draw-box", action="store_true", help="draw the detected face boxes on restored_imgs")
     out = parser.add_argument_group("output and speed")
     out.add_argument("--compare", action="store_true", help="also write input | result to OUT/comparisons/")

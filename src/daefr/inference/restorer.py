@@ -128,8 +128,8 @@ class Restorer:
     (B, 3, S, S) in [-1, 1] to (B, 3, S, S) in [-1, 1].
 
     ``detector`` / ``upsampler``: registry specs (``face_detectors``, ``upsamplers``) or instances;
-    ``batch_size``: faces per network call, gathered across photos; ``paste``: ``"direct"`` (the
-    official behaviour) or ``"residual"`` (see :func:`daefr.inference.paste.paste_faces`).
+    ``batch_size``: faces per network call, gathered across photos; ``paste``: ``"residual"`` (default:
+    only the network's change is warped back) or ``"direct"`` (the official behaviour) (see :func:`daefr.inference.paste.paste_faces`).
     """
 
     def __init__(
@@ -142,7 +142,7 @@ class Restorer:
         detector: Any = "dlib_hog",
         upsampler: Any = "bicubic",
         batch_size: int = 4,
-        paste: str = "direct",
+        paste: str = "residual",
         feather: float = 0.1,
     ) -> None:
         if precision not in PRECISIONS:
