@@ -29,7 +29,15 @@ from torch.utils.data import IterableDataset, get_worker_info
 
 from daefr.data.decode import decode_rgb, resize_center_crop, to_tensor_m11
 from daefr.data.sources import HQ_FIELDS, LQ_FIELDS, RawSample, Source, SourceReadError, Unit
-from daefr.data.split import choose_split, equal_batch_quotas, slot_counts, slot_of, split_evenly, stream_seed
+from daefr.data.split import (
+    choose_split,
+    equal_batch_quotas,
+    slot_counts,
+    slot_of,
+    split_evenly,
+    stream_seed,
+    units_for,
+)
 from daefr.errors import ConfigError, DaefrError, ImageReadError
 
 log = logging.getLogger(__name__)
@@ -192,7 +200,7 @@ class FaceDataset(IterableDataset[dict[str, Any]]):
         """One pass over this (rank, worker)'s share; unit order shuffled per epoch when ``rng``."""
         split = self._split()
         if split == "shard":
-            mine = [i for i in range(len(self.units)) if slot_of(i, self.world_size, workers) == (self.rank, worker)]
+            mine = units_for(len(self.units), self.rank, self.world_size, worker, workers)
             if rng is not None:
                 rng.shuffle(mine)
             for i in mine:
