@@ -82,7 +82,7 @@ class PreemptionCheckpoint(Callback):
 
     def _save(self, trainer: Trainer, why: str) -> None:
         path = self.checkpoint_path(trainer)
-        trainer.save_checkpoint(path)
+        trainer.save_checkpoint(path, weights_only=False)
         self.saved_path = path
         rank_zero_info(f"{why}: saved {path} at step {trainer.global_step}; resume with --ckpt_path last")
 

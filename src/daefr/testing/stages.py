@@ -69,3 +69,34 @@ class FixedBatchDataModule(LightningDataModule):
 
     def val_dataloader(self) -> DataLoader:  # type: ignore[type-arg]
         return DataLoader(_Repeat(self.batch, 1), batch_size=1, collate_fn=_identity)
+
+
+class _Shuffled(Dataset):  # type: ignore[type-arg]
+    def __init__(self, hq: torch.Tensor) -> None:
+        self.hq = hq
+
+    def __len__(self) -> int:
+        return self.hq.shape[0]
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        hq = self.hq[index]
+        if torch.rand(()) < 0.5:  # random flip and noise from the global RNG (what ResumeState restores)
+            hq = hq.flip(-1)
+        lq = fixed_degrade(hq[None], seed=index)[0] + 0.05 * torch.randn(hq.shape)
+        return {"hq": hq, "lq": lq.clamp(-1, 1), "key": f"img{index}"}
+
+
+class ShuffledDataModule(LightningDataModule):
+    """``n`` fixed images served in a shuffled order with random flips/noise drawn from the global RNG.
+
+    A plain map-style ``DataLoader(shuffle=True)``: its order and augmentations depend only on the global
+    RNG state, which makes it the reference case for exact resume with :class:`daefr.stages.ResumeState`.
+    """
+
+    def __init__(self, n: int = 8, image_size: int = 16, batch_size: int = 2, seed: int = 0) -> None:
+        super().__init__()
+        self.batch_size = batch_size
+        self.hq = smooth_faces(n, image_size, seed)
+
+    def train_dataloader(self) -> DataLoader:  # type: ignore[type-arg]
+        return DataLoader(_Shuffled(self.hq), batch_size=self.batch_size, shuffle=True, drop_last=True)
