@@ -57,7 +57,9 @@ class SaveRankWeights(Callback):
         torch.save(_parameters(pl_module), self.dirpath / f"weights-rank{rank}.pt")
         info = {"rank": rank, "world_size": trainer.world_size, "global_step": trainer.global_step,
                 "node_rank": trainer.node_rank, "num_nodes": trainer.num_nodes,
-                "strategy": type(trainer.strategy).__name__, "pid": os.getpid()}
+                "strategy": type(trainer.strategy).__name__, "pid": os.getpid(),
+                "sync_batchnorm_layers": sum(isinstance(m, nn.SyncBatchNorm) for m in pl_module.modules()),
+                "device": str(pl_module.device)}
         (self.dirpath / f"info-rank{rank}.json").write_text(json.dumps(info))
 
 

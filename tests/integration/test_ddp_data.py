@@ -54,7 +54,7 @@ def _real_stage() -> dict[str, object]:
 
 
 def _config(path: Path, shards: Path, out: Path, *, devices: int, num_nodes: int = 1,
-            die_rank: int | None = None, real_stage: bool = True) -> Path:
+            die_rank: int | None = None, real_stage: bool = True, gpu: bool = False) -> Path:
     callbacks: list[dict[str, object]] = [
         {"class_path": "ddp_fixtures.SaveRankWeights", "init_args": {"dirpath": str(out)}}
     ]
@@ -64,7 +64,9 @@ def _config(path: Path, shards: Path, out: Path, *, devices: int, num_nodes: int
     # process observer stops the job when a child dies.
     # GAN stages leave the discriminator unused in the generator step: DDP must allow unused parameters
     strategy: dict[str, object] = {"class_path": "lightning.pytorch.strategies.DDPStrategy",
-                                   "init_args": {"process_group_backend": "gloo", "find_unused_parameters": True}}
+                                   "init_args": {"find_unused_parameters": True}}
+    if not gpu:
+        strategy["init_args"]["process_group_backend"] = "gloo"  # type: ignore[index]
     if num_nodes > 1:
         strategy["init_args"]["timeout"] = "0:01:00"  # type: ignore[index]
     if die_rank is not None:
@@ -87,6 +89,9 @@ def _config(path: Path, shards: Path, out: Path, *, devices: int, num_nodes: int
         stage = _real_stage()
         config["model"] = stage["model"]
         config["data"]["init_args"]["degradation"] = stage["degradation"]  # type: ignore[index]
+        if gpu:  # let the discriminator (the only BatchNorm user) run from the first step
+            config["model"]["init_args"]["loss"]["disc_start"] = 0  # type: ignore[index]
+            config["trainer"]["accelerator"] = "gpu"  # type: ignore[index]
     path.write_text(yaml.safe_dump(config))
     return path
 
@@ -188,3 +193,20 @@ def test_a_dead_rank_fails_the_whole_job_in_bounded_time(shards: Path, tmp_path:
     assert all(code != 0 for code, _ in results), [c for c, _ in results]
     assert not list(out.glob("info-rank*.json"))  # nobody finished training
     assert time.monotonic() - started < 200
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cluster_config_on_one_gpu_syncs_discriminator_batchnorm(shards: Path, tmp_path: Path) -> None:
+    """configs/cluster/ddp_gpu.yaml on one GPU: DDP + SyncBatchNorm in the discriminator, degradation on CUDA."""
+    out = tmp_path / "gpu"
+    config = _config(tmp_path / "gpu.yaml", shards, out, devices=1, gpu=True)
+    command = _fit(config) + [
+        "--config", str(REPO_ROOT / "configs" / "cluster" / "ddp_gpu.yaml"),
+        "--trainer.devices", "1", "--trainer.max_steps", "4",
+        "--data.init_args.epoch_length", "4", "--data.init_args.num_workers", "1", "--data.init_args.batch_size", "2",
+    ]
+    [(code, log)] = _run_all([(command, _env(MASTER_PORT=str(_free_port())))], tmp_path, timeout=300)
+    assert code == 0, log[-3000:]
+    info = json.loads((out / "info-rank0.json").read_text())
+    assert info["device"].startswith("cuda") and info["sync_batchnorm_layers"] > 0
