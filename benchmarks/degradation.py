@@ -41,8 +41,7 @@ OpenCV's JPEG codec and resizers are hand-vectorised C, while the torch path pay
 every element-wise step, which dominate on a loaded machine. What made it competitive: FFT blur
 (cost independent of the 41x41 kernel), evaluating the inverse FFT only on the rows bilinear
 downscaling reads, size groups sorted by area (noise and JPEG on canvases near each image's own
-size, not the batch's largest), at most 4 samples per group on a CPU (cache), block DCT as one matrix
-product, and `OMP_WAIT_POLICY=PASSIVE` (with spinning OpenMP threads, 2-thread torch runs were up to
+size, not the batch's largest), block DCT as one matrix product, and `OMP_WAIT_POLICY=PASSIVE` (with spinning OpenMP threads, 2-thread torch runs were up to
 10x slower while other processes held the cores). The issue's GPU target (20x the per-image CPU
 reference) is not measured here: this session had no GPU; rerun with `--device cuda`.
 """

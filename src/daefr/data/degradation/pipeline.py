@@ -5,8 +5,8 @@ Per-sample output sizes: each sample is downscaled to its own exact size ``floor
 padded to whole 16x16 JPEG blocks by edge replication; noise and JPEG run batched on the canvas, then
 every sample is resized back from its own region to ``(H, W)``. Samples are processed in size
 groups (sorted by canvas area, areas within 2x, see :func:`size_groups`) so small images do not pay
-for the largest one; on a CPU a group holds at most :data:`CPU_GROUP` samples to stay in cache. All
-operations inside a group are batched tensor ops (no per-image code), and each sample sees exactly
+for the largest one (a batch of 16 at scale 0.8-8 makes 3-7 groups). All operations inside a group are
+batched tensor ops (no per-image code), and each sample sees exactly
 the arithmetic of a per-image pipeline (blur, resize and noise match OpenCV to float precision; JPEG
 is within the bound the tests state).
 """
@@ -203,8 +203,8 @@ def apply_degradation(hq: Tensor, params: dict[str, Tensor], max_group: int | No
     """Degrade ``hq`` ``(B, 3, H, W)`` in [0, 1] with explicit per-sample ``params`` (no randomness left).
 
     Samples run in size groups (see :func:`size_groups`) of at most ``max_group`` samples (default:
-    :data:`CPU_GROUP` on a CPU, unlimited elsewhere). Noise is drawn group by group, in order, from
-    one generator seeded with ``noise_seed``, so the same parameters always give the same result.
+    no limit; a limit bounds peak memory). Noise is drawn group by group, in order, from one generator
+    seeded with ``noise_seed``, so the same parameters and ``max_group`` always give the same result.
     """
     missing = [k for k in PARAM_KEYS if k not in params]
     if missing:
@@ -218,7 +218,7 @@ def apply_degradation(hq: Tensor, params: dict[str, Tensor], max_group: int | No
     noise_gen = torch.Generator(device=dev)
     noise_gen.manual_seed(int(params["noise_seed"][0]))
     if max_group is None:
-        max_group = CPU_GROUP if dev.type == "cpu" else b
+        max_group = b
     groups = size_groups(params["lq_height"], params["lq_width"], max_group)
     if len(groups) == 1:
         out = _degrade(x, p, noise_gen)
@@ -236,12 +236,6 @@ def apply_degradation(hq: Tensor, params: dict[str, Tensor], max_group: int | No
     # _degrade returned 255 x the image, already in [0, 255] (bilinear interpolation of clipped
     # values): rounding and scaling are the only full-resolution passes left
     return out.round_().div_(255.0).to(hq.dtype)
-
-
-CPU_GROUP = 4
-"""Most samples processed together on a CPU. Whole-batch 512x512 intermediates (FFT spectra of
-~60 MB at batch 16) fall out of the cache and ran slower per image on the shared 2-core machine
-(benchmarks/degradation.py). Accelerators take whole size groups."""
 
 
 def size_groups(lq_height: Tensor, lq_width: Tensor, max_group: int) -> list[Tensor]:
