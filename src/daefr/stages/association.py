@@ -169,12 +169,12 @@ class AssociationStage(TrainingStage):
     def on_validation_epoch_end(self) -> None:
         for name, quality, usage in (("hq", self.quality_hq, self.usage_hq), ("lq", self.quality_lq, self.usage_lq)):
             for key, value in quality.compute().items():
-                self.log(f"val/{name}/{key}", value)
+                self.log(f"val/{name}/{key}", value, sync_dist=True)
                 if name == "hq" and key == "psnr":
-                    self.log("val/psnr", value)  # checkpoint monitor: HQ reconstruction quality
+                    self.log("val/psnr", value, sync_dist=True)  # checkpoint monitor: HQ reconstruction quality
             counts = self.trainer.strategy.reduce(usage.counts.to(self.device), reduce_op="sum")
             usage.counts = counts.cpu().double()
             for key, number in usage.compute().items():
-                self.log(f"val/{name}/{key}", number)
+                self.log(f"val/{name}/{key}", number, sync_dist=True)
             quality.reset()
             usage.reset()

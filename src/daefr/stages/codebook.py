@@ -129,10 +129,10 @@ class CodebookStage(TrainingStage):
 
     def on_validation_epoch_end(self) -> None:
         for name, value in self.quality.compute().items():
-            self.log(f"val/{name}", value, sync_dist=False)
+            self.log(f"val/{name}", value, sync_dist=True)
         counts = self.usage.counts.to(self.device)
         self.usage.counts = self.trainer.strategy.reduce(counts, reduce_op="sum").cpu().double()
         for name, number in self.usage.compute().items():
-            self.log(f"val/{name}", number)
+            self.log(f"val/{name}", number, sync_dist=True)
         self.quality.reset()
         self.usage.reset()

@@ -161,11 +161,11 @@ class RestorationStage(TrainingStage):
 
     def on_validation_epoch_end(self) -> None:
         for key, value in self.quality.compute().items():
-            self.log(f"val/{key}", value)
+            self.log(f"val/{key}", value, sync_dist=True)
         counts = self.trainer.strategy.reduce(self.usage.counts.to(self.device), reduce_op="sum")
         self.usage.counts = counts.cpu().double()
         for key, number in self.usage.compute().items():
-            self.log(f"val/{key}", number)
+            self.log(f"val/{key}", number, sync_dist=True)
         self.quality.reset()
         self.usage.reset()
 
