@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
 import torch
-from lightning.pytorch import Trainer, seed_everything
+from lightning.pytorch import LightningDataModule, Trainer, seed_everything
 from lightning.pytorch.callbacks import ModelCheckpoint
 
+from daefr.data import FaceDataModule
 from daefr.stages import CodebookStage, EMAWeights, NonFiniteLossError, ResumeState
 from daefr.testing.stages import FixedBatchDataModule, ShuffledDataModule
 
@@ -32,26 +34,38 @@ def _trainer(root: Path, steps: int, ema: EMAWeights) -> Trainer:
                    callbacks=[ModelCheckpoint(dirpath=str(root / "ckpt"), save_last=True, every_n_train_steps=2), ResumeState(), ema])
 
 
-def _data(folder: Path) -> ShuffledDataModule:
-    # 8 images, batch 2: 4 batches per epoch; order, flips and noise come from the global RNG
-    return ShuffledDataModule(n=8, image_size=16, batch_size=2)
+def _faces(tmp: Path, n: int = 8) -> Path:
+    folder = tmp / "faces"
+    folder.mkdir(exist_ok=True)
+    for src in sorted((REPO / "src/daefr/assets/demo_faces/train").glob("*.png"))[:n]:
+        shutil.copy(src, folder / src.name)
+    return folder
+
+
+def _data(kind: str, tmp: Path) -> LightningDataModule:
+    """8 images, batch 2: 4 batches per epoch."""
+    if kind == "shuffled":  # DataLoader(shuffle=True); order, flips and noise come from the global RNG
+        return ShuffledDataModule(n=8, image_size=16, batch_size=2)
+    # FaceDataModule: order, flips and degradations seeded by (seed, epoch, keys)
+    return FaceDataModule(train=str(_faces(tmp)), image_size=24, batch_size=2, num_workers=0, flip=True, seed=0,
+                          degradation={"name": "daefr_small"})
 
 
 @pytest.mark.slow
-def test_resume_gan_stage_is_bit_exact(tmp_path) -> None:
+@pytest.mark.parametrize("kind", ["shuffled", "faces"])
+def test_resume_gan_stage_is_bit_exact(tmp_path, kind: str) -> None:
     torch.set_num_threads(1)
-    faces = tmp_path
     straight = _stage(0, target="lq")
     ema_a = EMAWeights(decay=0.9)
-    _trainer(tmp_path / "a", 8, ema_a).fit(straight, datamodule=_data(faces))
+    _trainer(tmp_path / "a", 8, ema_a).fit(straight, datamodule=_data(kind, tmp_path))
 
     first = _stage(0, target="lq")
-    _trainer(tmp_path / "b", 4, EMAWeights(decay=0.9)).fit(first, datamodule=_data(faces))
+    _trainer(tmp_path / "b", 4, EMAWeights(decay=0.9)).fit(first, datamodule=_data(kind, tmp_path))
     ckpt = tmp_path / "b" / "ckpt" / "last.ckpt"
     resumed = _stage(123, target="lq")  # other init: everything must come from the checkpoint
     ema_c = EMAWeights(decay=0.9)
     trainer = _trainer(tmp_path / "c", 8, ema_c)
-    trainer.fit(resumed, datamodule=_data(faces), ckpt_path=str(ckpt))
+    trainer.fit(resumed, datamodule=_data(kind, tmp_path), ckpt_path=str(ckpt))
 
     assert trainer.global_step == 8 and straight.loss.gan_active(8)
     a, c = straight.state_dict(), resumed.state_dict()

@@ -187,6 +187,7 @@ class ResumeState(Callback):
 
     def __init__(self) -> None:
         self._val_state: dict[str, Any] | None = None
+        self._loaded_rng: dict[str, Any] | None = None
 
     @property
     def state_key(self) -> str:
@@ -199,6 +200,23 @@ class ResumeState(Callback):
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         if "rng" in state_dict:
             restore_rng_state(state_dict["rng"])
+            self._loaded_rng = state_dict["rng"]
+
+    def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        # A checkpoint written after the last batch of an epoch resumes at the next epoch, but Lightning
+        # iterates the train loader before it advances its epoch counter (which it has done by now), so a
+        # loader seeded by the epoch (FaceDataModule) would replay the finished epoch. Iterate it again,
+        # from the saved RNG state, so RNG-driven samplers draw exactly what the uninterrupted run drew.
+        state, self._loaded_rng = self._loaded_rng, None
+        loop = trainer.fit_loop
+        fetcher = getattr(loop, "_data_fetcher", None)
+        total = trainer.num_training_batches
+        if state is None or fetcher is None or not isinstance(total, int):
+            return
+        if loop.epoch_loop.batch_progress.current.ready < total:
+            return  # resuming mid-epoch: exact only with a resumable loader (state_dict/load_state_dict)
+        restore_rng_state(state)
+        iter(fetcher)
 
     def on_validation_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self._val_state = capture_rng_state()
