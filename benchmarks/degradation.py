@@ -36,7 +36,7 @@ NOTES = """
 Notes. Both sides run the same chain with the same fidelity (tests/unit/test_degradation_fidelity.py:
 blur and resize match OpenCV to float precision, our batched JPEG is 51-54 dB from OpenCV's
 libjpeg-turbo on five 512x512 FFHQ faces). On this shared 2-core CPU the batched pipeline is at parity with the
-per-image OpenCV loop (CPU time per image within about +-20% in every run made while building it):
+per-image OpenCV loop (single cells range from 0.67x to 1.3x between runs on this loaded machine):
 OpenCV's JPEG codec and resizers are hand-vectorised C, while the torch path pays memory passes for
 every element-wise step, which dominate on a loaded machine. What made it competitive: FFT blur
 (cost independent of the 41x41 kernel), evaluating the inverse FFT only on the rows bilinear
