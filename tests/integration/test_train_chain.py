@@ -78,3 +78,7 @@ def test_tiny_chain_overfits_and_initialises_each_stage_from_the_previous(tmp_pa
     with torch.no_grad():
         out = restorer(torch.rand(1, 3, 32, 32) * 2 - 1)
     assert out.shape == (1, 3, 32, 32) and torch.isfinite(out).all()
+    face = sorted((REPO / "src/daefr/assets/demo_faces/val").glob("*.png"))[0]
+    weights = str(runs / "restoration" / "restorer.safetensors")
+    assert main(["restore", str(face), "--aligned", "-o", "restored", "-w", weights, "--no-progress"]) == 0
+    assert (tmp_path / "restored" / "restored_faces" / face.name).is_file()
