@@ -301,6 +301,16 @@ class TrainingStage(LightningModule):
         for key, value in super().state_dict().items():
             if any(m in f".{key}" for m in FROZEN_KEY_MARKERS) and key not in merged:
                 merged[key] = value
+        if strict:  # one clear line instead of torch's list of every missing key (daefr.utils.state_dicts)
+            from daefr.errors import CheckpointError
+            from daefr.utils.state_dicts import describe_mismatch
+
+            problem = describe_mismatch(super().state_dict(), merged)
+            if problem is not None:
+                raise CheckpointError(
+                    f"checkpoint does not fit this {type(self).__name__}: {problem}; was it written by another "
+                    "stage or with another architecture in the config?"
+                )
         return super().load_state_dict(merged, strict=strict, assign=assign)
 
 
