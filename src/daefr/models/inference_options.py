@@ -117,8 +117,8 @@ class _FastGraph(nn.Module):
         super().__init__()
         self.restorer = restorer
 
-    def forward(self, lq: Tensor) -> Tensor:
-        """(B, 3, H, W) in [-1, 1] -> restored (B, 3, H, W)."""
+    def forward(self, lq: Tensor, return_indices: bool = False) -> Any:
+        """(B, 3, H, W) in [-1, 1] -> restored (B, 3, H, W) [, top-1 codes (B, T) int64]."""
         r = cast(Any, self.restorer)
         lq_feat = r.lq_quant_conv(_lean_encode(r.lq_encoder, lq))
         hq_feat = r.hq_quant_conv(_lean_encode(r.hq_encoder, lq))
@@ -126,7 +126,8 @@ class _FastGraph(nn.Module):
         logits = r.predictor(fused.float() if fused.dtype != torch.float32 else fused)
         indices = r.top1(logits.float())  # code choice in float32 (argmax on the fast path)
         quant = r.codebook.lookup(indices.reshape(indices.shape[0], fused.shape[2], fused.shape[3]))
-        return cast(Tensor, r.decoder(r.post_quant_conv(quant)))
+        restored = r.decoder(r.post_quant_conv(quant))
+        return (restored, indices) if return_indices else restored
 
 
 class InferenceModel(nn.Module):
@@ -157,14 +158,31 @@ class InferenceModel(nn.Module):
 
     def forward(self, lq: Tensor) -> Tensor:
         """(B, 3, H, W) in [-1, 1] -> restored (B, 3, H, W) float32, unclamped."""
+        return self._run(lq, False)[0]
+
+    def forward_with_codes(self, lq: Tensor) -> tuple[Tensor, Tensor]:
+        """(B, 3, H, W) in [-1, 1] -> (restored (B, 3, H, W) float32, top-1 codes (B, T) int64); same cost."""
+        restored, indices = self._run(lq, True)
+        assert indices is not None
+        return restored, indices
+
+    def _run(self, lq: Tensor, with_codes: bool) -> tuple[Tensor, Tensor | None]:
         check = getattr(self.restorer, "check_input", None)
         if callable(check):
             check(lq)
         mode = torch.inference_mode() if self.options.inference_mode else contextlib.nullcontext()
+        indices: Tensor | None = None
         with mode, self._autocast(lq.device):
             x = lq.contiguous(memory_format=torch.channels_last) if self.options.channels_last else lq
-            y = cast(Tensor, cast(Any, self._graph)(x))
-        return y.float().contiguous()
+            graph = cast(Any, self._graph)
+            if not with_codes:
+                y = cast(Tensor, graph(x))
+            elif self.options.fast:
+                y, indices = graph(x, True)
+            else:
+                details = graph(x, return_details=True)
+                y, indices = details["restored"], details["indices"]
+        return y.float().contiguous(), indices
 
 
 def optimize_for_inference(restorer: nn.Module, options: InferenceOptions | None = None,

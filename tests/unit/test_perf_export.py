@@ -1,0 +1,89 @@
+"""Exported restorer (ONNX, TorchScript, ExportedProgram) vs eager, and the ONNX backend of the Restorer."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from daefr.cli import main
+from daefr.errors import ConfigError
+from daefr.inference.backends import ExportedNetwork, load_network
+from daefr.interop.export import DEFAULT_TOLERANCE, check_export, export_restorer, read_export_metadata
+from daefr.models.restorer import DAEFRRestorer
+
+SMALL = {"resolution": 32, "z_channels": 64, "embed_dim": 64, "n_embed": 128, "n_layers": 2, "transformer_dim": 64,
+         "dim_mlp": 128}
+
+
+@pytest.fixture(scope="module")
+def restorer() -> DAEFRRestorer:
+    """The ``tiny`` preset reduced to 32 px and a 2-layer transformer, seeded random weights."""
+    torch.manual_seed(0)
+    model = DAEFRRestorer.from_config("tiny", **SMALL).eval()
+    with torch.no_grad():
+        model.predictor.position_emb.normal_(std=0.02)  # type: ignore[union-attr,operator]
+    return model
+
+
+@pytest.fixture(scope="module")
+def weights(restorer: DAEFRRestorer, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return restorer.save(tmp_path_factory.mktemp("weights") / "small.safetensors")
+
+
+def test_tolerance_is_the_issue_target() -> None:
+    assert DEFAULT_TOLERANCE == {"max_abs": 1e-3, "code_agreement": 0.99}
+
+
+def test_cli_onnx_export_dynamic_batch_and_backend(weights: Path, restorer: DAEFRRestorer, tmp_path: Path,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "small.onnx"
+    assert main(["export", str(weights), "-o", str(out), "--fast", "--check", "--check-batch", "3"]) == 0
+    text = capsys.readouterr().out
+    assert "PASS: onnx vs eager on 3 input(s)" in text and out.is_file()
+    meta = read_export_metadata(out)
+    assert meta["batch"] == "dynamic" and meta["fast"] == "true" and meta["input_size"] == "32"
+    with pytest.raises(ConfigError, match="exists"):  # never overwritten without --force
+        export_restorer(restorer, out, "onnx")
+    # the Restorer's ONNX backend: uint8 crops in, same pixels as eager torch (within one level)
+    network = load_network(out, backend="onnx")
+    assert isinstance(network, ExportedNetwork) and network.input_size == 32
+    from daefr.inference.restorer import Restorer
+
+    crops = np.random.default_rng(0).integers(0, 256, (3, 32, 32, 3), dtype=np.uint8)
+    by_onnx = Restorer(network, device="cpu", batch_size=2).restore_faces(crops)
+    by_torch = Restorer(restorer, device="cpu", batch_size=2).restore_faces(crops)
+    assert np.abs(by_onnx.astype(int) - by_torch.astype(int)).max() <= 1
+
+
+@pytest.mark.slow  # tracing + freezing take ~15 s of CPU
+def test_torchscript_fixed_batch_parity_graph(restorer: DAEFRRestorer, tmp_path: Path) -> None:
+    path = export_restorer(restorer, tmp_path / "small.ts", "torchscript", batch=2)
+    result = check_export(path, restorer)
+    assert result.batch == 2 and result.passed, result.summary()
+    assert result.max_abs <= DEFAULT_TOLERANCE["max_abs"]
+    # a fixed-batch file serves any number of faces in chunks
+    network = load_network(path)
+    x = torch.rand(3, 3, 32, 32) * 2 - 1
+    with torch.no_grad():
+        ref = restorer(x)
+    assert (network(x) - ref).abs().max().item() < DEFAULT_TOLERANCE["max_abs"]
+
+
+@pytest.mark.slow  # torch.export + save/load take ~20 s of CPU
+def test_exported_program_dynamic_fast_graph(restorer: DAEFRRestorer, tmp_path: Path) -> None:
+    path = export_restorer(restorer, tmp_path / "small.pt2", "exported-program", fast=True)
+    result = check_export(path, restorer, batch=3)
+    assert result.passed, result.summary()
+    assert result.code_agreement >= DEFAULT_TOLERANCE["code_agreement"]
+
+
+def test_export_rejects_bad_requests(restorer: DAEFRRestorer, tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="format"):
+        export_restorer(restorer, tmp_path / "x.bin", "tflite")
+    with pytest.raises(ConfigError, match="batch"):
+        export_restorer(restorer, tmp_path / "x.onnx", "onnx", batch=0)
+    with pytest.raises(ConfigError, match="backend"):
+        load_network(tmp_path / "x.onnx", backend="tensorrt")
