@@ -56,6 +56,14 @@ def test_cli_onnx_export_dynamic_batch_and_backend(weights: Path, restorer: DAEF
     by_onnx = Restorer(network, device="cpu", batch_size=2).restore_faces(crops)
     by_torch = Restorer(restorer, device="cpu", batch_size=2).restore_faces(crops)
     assert np.abs(by_onnx.astype(int) - by_torch.astype(int)).max() <= 1
+    # `daefr restore --backend onnx` on an aligned crop
+    from daefr.utils.images import read_image, write_image
+
+    write_image(tmp_path / "face.png", crops[0])
+    assert main(["restore", str(tmp_path / "face.png"), "-o", str(tmp_path / "out"), "-w", str(out),
+                 "--backend", "onnx", "--aligned", "--no-progress"]) == 0
+    restored = read_image(tmp_path / "out" / "restored_faces" / "face.png")
+    assert np.abs(restored.astype(int) - by_torch[0].astype(int)).max() <= 1
 
 
 @pytest.mark.slow  # tracing + freezing take ~15 s of CPU

@@ -153,6 +153,7 @@ def restore_command(
     if paths:
         restorer = Restorer.from_pretrained(
             args.weights, device=args.device, precision=args.precision, arch=arch, fast=args.fast,
+            backend=getattr(args, "backend", "torch"),
             detector=_detector_spec(args), upsampler=args.upsampler, batch_size=args.batch_size, paste=args.paste,
         )
         writer = OutputWriter(Path(args.output), args.ext, args.aligned, args.compare)

@@ -48,7 +48,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="architecture of an official checkpoint (default: read off its shapes): full, tiny, "
                              "a JSON object of keywords such as '{\"ch\": 64}' or a .json/.yaml file")
     parser.add_argument("--fast", action="store_true",
-                        help="fused attention and argmax (faster; deviates slightly from the official numerics)")
+                        help="fast inference path: fused attention and blocks, argmax, channels-last (faster; "
+                             "deviates slightly from the official numerics; --precision bf16 adds bf16 autocast)")
+    parser.add_argument("--backend", choices=("torch", "onnx", "torchscript", "exported-program", "auto"),
+                        default="torch", help="run the network in torch (default), or from a `daefr export` file: "
+                        "onnx (ONNX Runtime), torchscript, exported-program; with a weights file instead, it is "
+                        "exported first; auto picks by the --weights suffix")
     parser.add_argument("--aligned", action="store_true",
                         help="inputs are aligned face crops (FFHQ-style); they are resized to the model size")
     faces = parser.add_argument_group("whole photos")

@@ -173,18 +173,22 @@ class Restorer:
         precision: str = "fp32",
         arch: str | dict[str, Any] | None = None,
         fast: bool = False,
+        backend: str = "torch",
         **kwargs: Any,
     ) -> Restorer:
         """Load our safetensors export or an official ``DAEFR_model.ckpt`` and wrap it.
 
         ``arch``: for official checkpoints whose architecture cannot be read off the file, a preset
-        name (``full``, ``tiny``) or architecture keywords; ``fast``: the restorer's fast path (fused
-        attention, argmax); ``kwargs`` go to :class:`Restorer`.
+        name (``full``, ``tiny``) or architecture keywords; ``fast``: the restorer's fast inference path
+        (:mod:`daefr.models.inference_options`: fused attention and blocks, argmax, channels-last);
+        ``backend``: ``torch``, ``onnx``, ``torchscript``, ``exported-program`` or ``auto`` (see
+        :func:`daefr.inference.backends.load_network`); ``kwargs`` go to :class:`Restorer`.
         """
-        from daefr.interop.restorer_io import load_restorer
+        from daefr.inference.backends import load_network
 
         options = {"preset": arch} if isinstance(arch, str) else dict(arch or {})
-        return cls(load_restorer(path, fast=fast, **options), device=device, precision=precision, **kwargs)
+        network = load_network(path, backend=backend, fast=fast, precision=precision, arch=options)
+        return cls(network, device=device, precision=precision, **kwargs)
 
     # ----- components ------------------------------------------------------------------------
     @property
