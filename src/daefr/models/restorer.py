@@ -240,6 +240,16 @@ class DAEFRRestorer(nn.Module):
         return {"restored": restored, "logits": logits, "indices": indices, "lq_feat": lq_feat,
                 "hq_feat": hq_feat, "fused": fused}
 
+    def optimize_for_inference(self, options: Any = None, **changes: Any) -> nn.Module:
+        """Fast inference wrapper (converts this restorer IN PLACE); see :mod:`daefr.models.inference_options`.
+
+        ``options``: an ``InferenceOptions`` (default: the fast path); ``changes`` override single fields,
+        e.g. ``restorer.optimize_for_inference(precision="bf16", compile=True)``.
+        """
+        from daefr.models.inference_options import optimize_for_inference
+
+        return optimize_for_inference(self, options, **changes)
+
     # ----- files -----------------------------------------------------------------------------
     def save(self, path: str | Path, *, overwrite: bool = True) -> Path:
         """Write the weights to a safetensors file (atomically) with the architecture in its metadata.
