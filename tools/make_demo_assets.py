@@ -14,10 +14,10 @@ for p in train[::2][:400]:
     im = Image.open(p).convert("RGB").resize((64, 64), Image.BICUBIC)
     im.save(dst / "train" / (p.name.split(".jpg")[0] + ".png"), optimize=True)
 
-val = sorted(p for p in (src / "val_lfw").iterdir())
-for p in val[::20][:40]:
-    im = Image.open(p).convert("RGB").crop((50, 50, 200, 200)).resize((128, 128), Image.BICUBIC)
-    im.save(dst / "val" / (p.stem + ".png"), optimize=True)
+# held out: 40 UTKFace faces never used for training (odd positions of the sorted list), same framing
+for p in train[1::2][:40]:
+    im = Image.open(p).convert("RGB").resize((64, 64), Image.BICUBIC)
+    im.save(dst / "val" / (p.name.split(".jpg")[0] + ".png"), optimize=True)
 
 lq = sorted(p for p in (src / "real_lq_aligned").iterdir())
 for p in lq[::7][:6]:
