@@ -13,7 +13,8 @@ The parity default (``InferenceOptions.parity()``) reproduces the official numer
   ``argmax`` top-1 codes and direct decoding of the code rows (``DAEFRRestorer.set_fast``);
 * fused ResNet blocks (in-place SiLU and residual) and sub-pixel upsampling (four 2x2 convolutions
   instead of nearest x2 + 3x3: 2.25x fewer FLOPs there), see :mod:`daefr.nn.fast_blocks`;
-* a lean encoder pass that keeps no intermediate feature maps alive (lower peak memory);
+* a lean encoder pass that keeps no intermediate feature maps alive (lower peak memory) and in-place
+  final activations in the encoders and the decoder;
 * optionally channels-last memory format, ``torch.compile``, and bf16/fp16 autocast (GPU, and bf16 on
   CPUs with native support; the vector quantizer and code choice stay float32).
 
@@ -110,6 +111,24 @@ def _lean_encode(encoder: nn.Module, x: Tensor) -> Tensor:
     return cast(Tensor, enc.conv_out(torch.nn.functional.silu(h, inplace=not h.requires_grad)))
 
 
+def _lean_decode(decoder: nn.Module, z: Tensor) -> Tensor:
+    """Run a VQGAN :class:`~daefr.nn.vqgan.Decoder` with an in-place final SiLU (the full-size map)."""
+    from daefr.nn.vqgan import Decoder
+
+    if type(decoder) is not Decoder:  # plugin decoders run as they are
+        return cast(Tensor, decoder(z))
+    dec = cast(Any, decoder)
+    h = dec.conv_in(z)
+    if dec.mid is not None:
+        h = dec.mid.block_2(dec.mid.attn_1(dec.mid.block_1(h)))
+    for stage in reversed(dec.up):
+        h = stage.run_blocks(h)
+        if stage.upsample is not None:
+            h = stage.upsample(h)
+    h = dec.norm_out(h)
+    return cast(Tensor, dec.conv_out(torch.nn.functional.silu(h, inplace=not h.requires_grad)))
+
+
 class _FastGraph(nn.Module):
     """The fast restoration graph over a converted restorer's modules: (B, 3, H, W) -> (B, 3, H, W)."""
 
@@ -126,7 +145,7 @@ class _FastGraph(nn.Module):
         logits = r.predictor(fused.float() if fused.dtype != torch.float32 else fused)
         indices = r.top1(logits.float())  # code choice in float32 (argmax on the fast path)
         quant = r.codebook.lookup(indices.reshape(indices.shape[0], fused.shape[2], fused.shape[3]))
-        restored = r.decoder(r.post_quant_conv(quant))
+        restored = _lean_decode(r.decoder, r.post_quant_conv(quant))
         return (restored, indices) if return_indices else restored
 
 

@@ -86,16 +86,29 @@ class SubpixelUpsample(nn.Module):
         """(B, C, H, W) -> (B, C, 2H, 2W); equals ``conv(interpolate(x, 2, nearest))`` up to rounding."""
         b, _, h, w = x.shape
         c_out = self.conv.out_channels
-        kernel = subpixel_kernels(self.conv.weight).to(x.dtype)
         bias = self.conv.bias
-        bias4 = None if bias is None else bias.to(x.dtype).repeat(4)
-        # out[r, c] of the padded 2x2 conv reads x[r-1 : r+1, c-1 : c+1]
-        y = F.conv2d(F.pad(x, (1, 1, 1, 1)), kernel, bias4)  # (B, 4 * C_out, H + 1, W + 1)
-        # phase (a, b) lives at rows a..a+H-1 and columns b..b+W-1 of the padded output; pixel_shuffle
-        # then puts channel 4 * o + 2a + b at pixel (2i + a, 2j + b) (one op that every exporter knows)
+        # padding=1 with a 2x2 kernel: out[r, c] reads x[r-1 : r+1, c-1 : c+1] -> (B, 4 * C_out, H + 1, W + 1)
+        y = F.conv2d(x, subpixel_kernels(self.conv.weight).to(x.dtype),
+                     None if bias is None else bias.to(x.dtype).repeat(4), padding=1)
+        # phase (a, b) of channel o lives in channel (2a + b) * C_out + o at rows a..a+H-1, columns b..b+W-1
+        if y.is_contiguous(memory_format=torch.channels_last) and not y.is_contiguous():
+            return self._interleave_channels_last(y, b, c_out, h, w)
+        # NCHW (and every exporter): pixel_shuffle puts channel 4 * o + 2a + b at pixel (2i + a, 2j + b)
         phases = [y[:, (2 * a + bb) * c_out : (2 * a + bb + 1) * c_out, a : a + h, bb : bb + w]
                   for a in (0, 1) for bb in (0, 1)]
         return F.pixel_shuffle(torch.stack(phases, dim=2).reshape(b, 4 * c_out, h, w), 2)
+
+    @staticmethod
+    def _interleave_channels_last(y: Tensor, b: int, c_out: int, h: int, w: int) -> Tensor:
+        """Four strided copies straight into a channels-last output (one pass over the output)."""
+        src = y.permute(0, 2, 3, 1)  # (B, H + 1, W + 1, 4 * C_out), a contiguous view of channels-last memory
+        out = torch.empty((b, 2 * h, 2 * w, c_out), dtype=y.dtype, device=y.device)
+        view = out.view(b, h, 2, w, 2, c_out)
+        for a in (0, 1):
+            for bb in (0, 1):
+                k = 2 * a + bb
+                view[:, :, a, :, bb, :].copy_(src[:, a : a + h, bb : bb + w, k * c_out : (k + 1) * c_out])
+        return out.permute(0, 3, 1, 2)  # (B, C_out, 2H, 2W) in channels-last memory
 
 
 def fuse_vqgan_blocks(module: nn.Module) -> dict[str, int]:
