@@ -57,6 +57,7 @@ def _restore_folder(args: argparse.Namespace, restored_dir: str) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import sys
     from pathlib import Path
 
     from daefr.errors import ConfigError
@@ -109,7 +110,13 @@ def run(args: argparse.Namespace) -> int:
               + ", ".join(result.info["unpaired"][:10]))
     for note in result.errors:
         print(f"note: {note}")
+    failed = result.info.get("failed") or []
+    for line in failed:
+        print(f"failed: {line}", file=sys.stderr)
     print(f"wrote {paths['html']}, {paths['csv']} and {paths['json']}")
+    if failed:
+        print(f"{len(failed)} of {len(failed) + len(result.rows)} image(s) could not be read", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from daefr.errors import ConfigError, DaefrError
+from daefr.errors import ConfigError, DaefrError, ImageReadError
 from daefr.metrics.images import list_images, pair_by_name, read_rgb8
 
 FULL_REFERENCE = ("psnr", "ssim", "lpips", "deg", "lmd")
@@ -212,9 +212,16 @@ def evaluate_folders(
         from daefr.metrics.fid import FeatureAccumulator
 
         fid_acc = FeatureAccumulator(scorers["fid"], cfg.batch_size, cfg.device)
+    failed: list[str] = []
     for restored_path, gt_path in items:
-        restored = read_rgb8(restored_path)
-        gt = read_rgb8(gt_path) if gt_path is not None else None
+        try:
+            restored = read_rgb8(restored_path)
+            gt = read_rgb8(gt_path) if gt_path is not None else None
+        except ImageReadError as exc:  # one bad file must not stop the evaluation
+            failed.append(f"{restored_path.name}: {exc}")
+            if progress is not None:
+                progress(restored_path.stem)
+            continue
         lq_path = lq_files.get(restored_path.stem)
         row: dict[str, Any] = {"name": restored_path.stem, "restored": str(restored_path),
                                "gt": str(gt_path) if gt_path else None, "lq": str(lq_path) if lq_path else None}
@@ -251,6 +258,7 @@ def evaluate_folders(
     info = {
         "restored_dir": str(restored_dir), "gt_dir": str(gt_dir) if gt_dir else None,
         "lq_dir": str(lq_dir) if lq_dir else None, "images": len(rows), "unpaired": unpaired,
+        "failed": failed,
         "seconds": round(time.perf_counter() - started, 3), "config": asdict(cfg),
         "higher_is_better": {n: HIGHER_IS_BETTER[n] for n in names}, "units": {n: UNITS[n] for n in names},
     }
