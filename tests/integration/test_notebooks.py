@@ -37,6 +37,7 @@ def _kernel_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("DAEFR_NOTEBOOK_OUT", str(out))
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("WANDB_SILENT", "true")
+    monkeypatch.setenv("OMP_WAIT_POLICY", "PASSIVE")  # no spinning threads on a shared, loaded CPU
     monkeypatch.delenv("DAEFR_WEIGHTS", raising=False)
     return out
 
@@ -95,6 +96,25 @@ def test_quickstart_notebook(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
     assert (out / "degrade_preview.png").stat().st_size > 1000
     assert _images(nb) >= 6  # crop, photo, faces, codes, histogram, preview, degradations
     assert not (NOTEBOOKS / "runs").exists()
+
+
+@pytest.mark.slow
+def test_quickstart_notebook_with_official_checkpoint(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """DAEFR_WEIGHTS pointing at a file in the official final-stage layout (random weights) is used."""
+    import torch
+
+    from daefr.testing.daefr_tiny import random_official_state_dict
+
+    out = _kernel_env(tmp_path, monkeypatch)
+    weights = tmp_path / "DAEFR_model_tiny.ckpt"
+    torch.save({"state_dict": random_official_state_dict("tiny", seed=1)}, weights)
+    monkeypatch.setenv("DAEFR_WEIGHTS", str(weights))
+    nb = _execute("quickstart")
+    text = _text(nb)
+    assert f"using weights from DAEFR_WEIGHTS: {weights}" in text
+    assert "face size 64 px, latent grid 16x16, 1024 codes" in text
+    assert "of 1024 codes used" in text
+    assert not (out / "random_tiny_restorer.safetensors").exists()
 
 
 @pytest.mark.slow
