@@ -106,15 +106,20 @@ def test_fuse_blocks_share_parameters_and_count() -> None:
     assert fuse_vqgan_blocks(block) == {"resnet_blocks": 0, "upsamples": 0}  # idempotent
 
 
+@pytest.mark.parametrize("channels_last", [False, True])
 @pytest.mark.parametrize("shape", [(2, 32, 8, 8), (1, 32, 5, 7)])
-def test_subpixel_upsample_equals_nearest_conv(shape: tuple[int, int, int, int]) -> None:
+def test_subpixel_upsample_equals_nearest_conv(shape: tuple[int, int, int, int], channels_last: bool) -> None:
     torch.manual_seed(2)
     up = Upsample(shape[1])
     x = torch.randn(shape)
     with torch.no_grad():
         ref = up(x)
+        if channels_last:  # the one-pass interleave into channels-last memory
+            up.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+            x = x.contiguous(memory_format=torch.channels_last)
         out = SubpixelUpsample(up)(x)
     assert out.shape == ref.shape == (shape[0], shape[1], 2 * shape[2], 2 * shape[3])
+    assert out.is_contiguous(memory_format=torch.channels_last) == channels_last
     assert (out - ref).abs().max().item() < 1e-5
 
 

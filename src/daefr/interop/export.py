@@ -212,10 +212,12 @@ def _format_of(path: Path) -> str:
     raise ConfigError(f"{path}: unknown exported-model suffix; expected one of {', '.join(EXPORT_FORMATS.values())}")
 
 
-def load_exported(path: str | Path, fmt: str | None = None, *, threads: int | None = None) -> Any:
+def load_exported(path: str | Path, fmt: str | None = None, *, threads: int | None = None,
+                  spin: bool = False) -> Any:
     """A callable ``lq (B, 3, S, S) tensor -> (restored, indices)`` running the exported file.
 
-    ONNX files run in ONNX Runtime (CPU; ``threads`` sets its intra-op threads), TorchScript and
+    ONNX files run in ONNX Runtime (CPU; ``threads`` sets its intra-op threads; ``spin`` lets idle
+    worker threads busy-wait, which helps only on an otherwise idle machine), TorchScript and
     ExportedProgram files in torch.
     """
     path = Path(path)
@@ -229,6 +231,7 @@ def load_exported(path: str | Path, fmt: str | None = None, *, threads: int | No
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         if threads:
             opts.intra_op_num_threads = int(threads)
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin else "0")
         session = ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
 
         def run_onnx(lq: Tensor) -> tuple[Tensor, Tensor]:
