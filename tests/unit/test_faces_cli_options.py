@@ -56,20 +56,32 @@ def crop(tmp_path: Path) -> Path:
 
 
 @pytest.mark.parametrize(
-    ("flags", "expected"),
+    ("flags", "expected", "fast"),
     [
-        ([], {"fast": False}),
-        (["--arch", "tiny", "--fast"], {"fast": True, "preset": "tiny"}),
-        (["--arch", '{"ch": 32, "ch_mult": [1, 2, 2]}'], {"fast": False, "ch": 32, "ch_mult": [1, 2, 2]}),
+        ([], {}, False),
+        (["--arch", "tiny", "--fast"], {"preset": "tiny"}, True),
+        (["--arch", '{"ch": 32, "ch_mult": [1, 2, 2]}'], {"ch": 32, "ch_mult": [1, 2, 2]}, False),
     ],
 )
 def test_arch_and_fast_reach_the_loader(
-    flags: list[str], expected: dict[str, Any], captured: dict[str, Any], crop: Path, tmp_path: Path
+    flags: list[str], expected: dict[str, Any], fast: bool, captured: dict[str, Any], crop: Path, tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    import daefr.models.inference_options as inference_options
+
+    optimized: list[Any] = []
+
+    def fake_optimize(module: nn.Module, options: Any) -> nn.Module:
+        optimized.append(options)
+        return module
+
+    monkeypatch.setattr(inference_options, "optimize_for_inference", fake_optimize)
     code = main(["restore", str(crop), "--aligned", "-o", str(tmp_path / "o"), "-w", "x.ckpt", "--no-progress",
                  *flags])
     assert code == 0
     assert captured["load"] == expected
+    # --fast is applied after loading, through the fast inference path (with --precision)
+    assert [o.fast for o in optimized] == ([True] if fast else [])
 
 
 def test_detector_args_and_speed_options_reach_the_restorer(captured: dict[str, Any], crop: Path,
