@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -69,7 +70,18 @@ def test_cli_onnx_export_dynamic_batch_and_backend(weights: Path, restorer: DAEF
     assert np.abs(restored.astype(int) - by_torch[0].astype(int)).max() <= 1
 
 
-@pytest.mark.slow  # tracing + freezing take ~15 s of CPU
+@pytest.fixture
+def one_thread() -> Iterator[None]:
+    """One intra-op thread: on this shared 2-core machine, a frozen TorchScript graph run with 2 threads
+    spent ~7 ms of busy-waiting per op (2.8 s per tiny forward instead of 9 ms)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.mark.slow  # tracing + freezing take ~10 s of CPU
+@pytest.mark.usefixtures("one_thread")
 def test_torchscript_fixed_batch_parity_graph(restorer: DAEFRRestorer, tmp_path: Path) -> None:
     path = export_restorer(restorer, tmp_path / "small.ts", "torchscript", batch=2)
     result = check_export(path, restorer)

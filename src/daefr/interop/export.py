@@ -240,7 +240,15 @@ def load_exported(path: str | Path, fmt: str | None = None, *, threads: int | No
 
         return run_onnx
     if fmt == "torchscript":
-        return torch.jit.load(str(path), map_location="cpu")
+        module = torch.jit.load(str(path), map_location="cpu")
+
+        def run_torchscript(lq: Tensor) -> tuple[Tensor, Tensor]:
+            # the JIT's profiling passes re-optimise the whole graph over its first calls (tens of
+            # seconds for this model) and gain nothing for a frozen graph of convolutions
+            with torch.jit.optimized_execution(False):  # type: ignore[attr-defined]
+                return cast(tuple[Tensor, Tensor], module(lq))
+
+        return run_torchscript
     if fmt == "exported-program":
         return torch.export.load(str(path)).module()
     raise ConfigError(f"unknown export format {fmt!r}; use one of {', '.join(EXPORT_FORMATS)}")
