@@ -53,7 +53,8 @@ def test_fast_path_matches_parity_on_tiny_preset() -> None:
     x = torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(4)) * 2 - 1
     with torch.no_grad():
         ref = restorer(x, return_details=True)
-    restored, codes = optimize_for_inference(restorer).forward_with_codes(x)
+    # NCHW here; the small model below checks channels-last
+    restored, codes = optimize_for_inference(restorer, channels_last=False).forward_with_codes(x)
     assert (codes == ref["indices"]).float().mean().item() >= CODE_AGREEMENT
     assert (restored - ref["restored"]).abs().max().item() < MAX_ABS
 
@@ -64,7 +65,7 @@ def parity_out(tiny_restorer: DAEFRRestorer, lq: torch.Tensor) -> dict[str, torc
         return dict(tiny_restorer(lq, return_details=True))
 
 
-@pytest.mark.parametrize("channels_last", [True, False])
+@pytest.mark.parametrize("channels_last", [True])
 def test_fast_path_matches_parity(tiny_restorer: DAEFRRestorer, lq: torch.Tensor,
                                   parity_out: dict[str, torch.Tensor], channels_last: bool) -> None:
     model = optimize_for_inference(copy.deepcopy(tiny_restorer), channels_last=channels_last)
