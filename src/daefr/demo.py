@@ -35,7 +35,7 @@ class DemoSettings:
     image_size: int = 32
     batch_size: int = 8
     steps: dict[str, int] = field(default_factory=lambda: {
-        "hq_codebook": 600, "lq_codebook": 300, "association": 150, "restoration": 700})
+        "hq_codebook": 500, "lq_codebook": 250, "association": 100, "restoration": 900})
     ch: int = 32
     ch_mult: tuple[int, ...] = (1, 2)
     z_channels: int = 32
@@ -104,7 +104,7 @@ def degrade_test_image(hq: np.ndarray, settings: DemoSettings, seed: int) -> np.
     import io
 
     rng = np.random.default_rng(seed)
-    x = torch.from_numpy(hq).permute(2, 0, 1)[None].float() / 255.0
+    x = torch.tensor(hq).permute(2, 0, 1)[None].float() / 255.0
     sigma = float(rng.uniform(*settings.test_sigma))
     radius = max(1, int(math.ceil(3 * sigma)))
     t = torch.arange(-radius, radius + 1, dtype=torch.float32)
