@@ -236,7 +236,7 @@ def restore_testset(weights: Path, lq_dir: Path, out_dir: Path, image_size: int)
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
     for path in find_images(lq_dir):
-        lq = torch.from_numpy(read_image(path)).permute(2, 0, 1)[None].float() / 127.5 - 1.0
+        lq = torch.tensor(read_image(path)).permute(2, 0, 1)[None].float() / 127.5 - 1.0
         lq = F.interpolate(lq, size=(image_size, image_size), mode="bilinear", align_corners=False)
         restored = restorer(lq.clamp(-1, 1))
         image = ((restored[0].clamp(-1, 1) + 1.0) * 127.5).round().to(torch.uint8).permute(1, 2, 0).numpy()
