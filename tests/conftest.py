@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -31,6 +32,15 @@ def shared_dir() -> Path:
 @pytest.fixture(scope="session")
 def parity_dir(shared_dir: Path) -> Path:
     return shared_dir / "parity"
+
+
+@pytest.fixture(scope="module")
+def single_torch_thread() -> Iterator[None]:
+    """One torch thread for a whole module (small CPU networks: a busy 2-thread pool spin-waits ~10x slower)."""
+    from daefr.testing.parity import single_thread
+
+    with single_thread():
+        yield
 
 
 @pytest.fixture(autouse=True)

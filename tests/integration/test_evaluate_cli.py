@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -15,15 +14,7 @@ from daefr.cli import main
 from daefr.metrics.images import read_rgb8, write_rgb8
 from daefr.testing.weights import write_random_arcface_weights, write_random_lpips_weights
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread() -> Iterator[None]:
-    # Small CPU inferences: with several busy processes on few cores, torch's thread pool spin-waits
-    # and runs ~10x slower than one thread (measured here); restored afterwards for other modules.
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("single_torch_thread")
 
 
 def _strict(path: Path) -> dict:  # type: ignore[type-arg]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -22,15 +21,7 @@ from daefr.metrics.fid import (
 from daefr.metrics.inception import FIDInceptionV3, load_fid_inception
 from daefr.testing.weights import write_random_fid_inception_weights
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread() -> Iterator[None]:
-    # Small CPU inferences: with several busy processes on few cores, torch's thread pool spin-waits
-    # and runs ~10x slower than one thread (measured here); restored afterwards for other modules.
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("single_torch_thread")
 
 
 def _scipy_fid(m1: np.ndarray, s1: np.ndarray, m2: np.ndarray, s2: np.ndarray) -> float:

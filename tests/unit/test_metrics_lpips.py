@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -14,15 +13,7 @@ from daefr.errors import CheckpointError, WeightsNotFoundError
 from daefr.losses.lpips import LPIPS, VGG16_WIDTHS
 from daefr.testing.weights import LPIPSWeightPaths, write_random_lpips_weights
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread() -> Iterator[None]:
-    # Small CPU inferences: with several busy processes on few cores, torch's thread pool spin-waits
-    # and runs ~10x slower than one thread (measured here); restored afterwards for other modules.
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("single_torch_thread")
 
 
 @pytest.fixture(scope="module")
