@@ -88,15 +88,11 @@ def split_data(data_dir: Path, val_fraction: float = 0.1) -> tuple[list[Path], l
 
 
 def load_square(path: Path, size: int) -> np.ndarray:
-    """An RGB image centre-cropped to a square and resized to ``size`` (bicubic), (size, size, 3) uint8."""
+    """An RGB image resized and centre-cropped to a ``size`` square (as the data module does), uint8."""
+    from daefr.data.decode import resize_center_crop
     from daefr.utils.images import read_image
 
-    image = read_image(path)
-    h, w = image.shape[:2]
-    side = min(h, w)
-    top, left = (h - side) // 2, (w - side) // 2
-    crop = Image.fromarray(image[top:top + side, left:left + side])
-    return np.asarray(crop.resize((size, size), Image.Resampling.BICUBIC))
+    return np.asarray(resize_center_crop(Image.fromarray(read_image(path)), size))
 
 
 def degrade_test_image(hq: np.ndarray, settings: DemoSettings, seed: int) -> np.ndarray:
