@@ -116,3 +116,32 @@ def ref_random_params(rng: np.random.Generator, h: int, w: int, sigma=(0.1, 10.0
     else:
         kernel = ref_kernel("aniso", size, sx, rng.uniform(*sigma), theta)
     return RefParams(kernel, float(rng.uniform(*scale)), float(rng.uniform(*noise)), int(rng.uniform(*jpeg)))
+
+
+# ----- torchvision-style colour jitter (GFPGAN's color_jitter_pt), from torchvision's documented semantics -----
+_TV_GRAY = np.array([0.2989, 0.587, 0.114], dtype=np.float32)  # torchvision's rgb_to_grayscale weights
+
+
+def ref_adjust(img: np.ndarray, op: str, factor: float) -> np.ndarray:
+    """One torchvision ``adjust_*`` on HWC RGB float32 in [0, 1]; hue ``factor`` in turns, via OpenCV's HSV."""
+    gray = img @ _TV_GRAY
+    if op == "brightness":
+        out = factor * img
+    elif op == "contrast":
+        out = factor * img + (1.0 - factor) * float(gray.mean())
+    elif op == "saturation":
+        out = factor * img + (1.0 - factor) * gray[:, :, None]
+    elif op == "hue":
+        hsv = cv2.cvtColor(np.ascontiguousarray(img, dtype=np.float32), cv2.COLOR_RGB2HSV)
+        hsv[:, :, 0] = np.mod(hsv[:, :, 0] + 360.0 * factor, 360.0)
+        out = cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB)
+    else:
+        raise ValueError(op)
+    return np.clip(out, 0.0, 1.0).astype(np.float32)
+
+
+def ref_color_jitter_pt(img: np.ndarray, order: list[str], factors: dict[str, float]) -> np.ndarray:
+    """The four adjustments in ``order`` with ``factors`` (GFPGAN's ``color_jitter_pt``)."""
+    for op in order:
+        img = ref_adjust(img, op, factors[op])
+    return img

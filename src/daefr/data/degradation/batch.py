@@ -14,7 +14,10 @@ from daefr.data.degradation.pipeline import DegradationOutput
 def degrade_batch(
     degradation: nn.Module, hq: Tensor, generator: torch.Generator | None = None
 ) -> tuple[Tensor, dict[str, Tensor]]:
-    """Degrade ``hq`` ``(B, 3, H, W)`` in [-1, 1]; returns ``(lq in [-1, 1], per-sample params)``."""
+    """Degrade ``hq`` ``(B, 3, H, W)`` in [-1, 1]; returns ``(lq in [-1, 1], per-sample params)``.
+
+    The HQ images are left alone; use :func:`apply_to_batch` for degradations with ``gt_gray``.
+    """
     out: DegradationOutput = degradation((hq.detach() + 1.0) * 0.5, generator=generator)
     return out.lq * 2.0 - 1.0, out.params
 
@@ -26,8 +29,9 @@ def apply_to_batch(
 ) -> MutableMapping[str, Any]:
     """Set ``batch["lq"]`` (and ``batch["degradation_params"]``) from ``batch["hq"]`` in [-1, 1].
 
-    With ``degradation=None`` the batch must already hold precomputed ``"lq"`` images and is returned
-    unchanged (test sets with real or stored LQ images).
+    A degradation that changes the HQ images too (``gt_gray=True``: its output has ``hq``) also
+    replaces ``batch["hq"]``. With ``degradation=None`` the batch must already hold precomputed
+    ``"lq"`` images and is returned unchanged (test sets with real or stored LQ images).
     """
     if degradation is None:
         if "lq" not in batch:
@@ -36,5 +40,10 @@ def apply_to_batch(
         return batch
     if "hq" not in batch:
         raise KeyError(f"cannot degrade: the batch has no 'hq' images (keys: {sorted(batch)})")
-    batch["lq"], batch["degradation_params"] = degrade_batch(degradation, batch["hq"], generator)
+    hq = batch["hq"]
+    out: DegradationOutput = degradation((hq.detach() + 1.0) * 0.5, generator=generator)
+    batch["lq"], batch["degradation_params"] = out.lq * 2.0 - 1.0, out.params
+    gray_hq = getattr(out, "hq", None)
+    if gray_hq is not None:
+        batch["hq"] = gray_hq * 2.0 - 1.0
     return batch

@@ -7,6 +7,8 @@ pixels, which is what libjpeg does when it pads an image to whole blocks.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -38,15 +40,25 @@ def blur(img: Tensor, kernels: Tensor) -> Tensor:
 
 
 def blur_resize(
-    img: Tensor, kernels: Tensor, out_h: Tensor, out_w: Tensor, canvas: tuple[int, int]
+    img: Tensor,
+    kernels: Tensor,
+    out_h: Tensor,
+    out_w: Tensor,
+    canvas: tuple[int, int],
+    spatial_blur: Callable[[Tensor, Tensor], Tensor] | None = None,
 ) -> Tensor:
     """:func:`blur` followed by :func:`resize` to per-sample ``(out_h, out_w)`` on a ``canvas``, fused.
 
     Bilinear downscaling reads only two source rows per output row, so when the canvas has fewer than
     half the rows of the FFT grid the inverse FFT along the rows is evaluated for those rows only
     (for a 4x downscale that skips ~half of the inverse transform); otherwise this is blur + resize.
+    ``spatial_blur(img, kernels)`` replaces the FFT blur (e.g. the kornia backend); then it is blur + resize.
     """
     b, c, h, w = img.shape
+    if spatial_blur is not None:
+        full_h = torch.full((b,), h, device=img.device, dtype=torch.long)
+        full_w = torch.full((b,), w, device=img.device, dtype=torch.long)
+        return resize(spatial_blur(img, kernels), full_h, full_w, out_h, out_w, canvas)
     spec, p, (fh, fw) = _blurred_spectrum(img, kernels)
     ch, cw = canvas
     if 2 * ch >= fh:

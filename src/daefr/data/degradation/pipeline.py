@@ -21,6 +21,15 @@ import torch
 from torch import Tensor, nn
 
 from daefr.data.degradation import ops
+from daefr.data.degradation.backends import (
+    BLUR_BACKENDS,
+    JPEG_BACKENDS,
+    check_backend,
+    kornia_blur,
+    kornia_jpeg,
+    resolve_blur_backend,
+)
+from daefr.data.degradation.color import JITTER_KEYS, color_jitter_pt, no_jitter, to_gray
 from daefr.data.degradation.jpeg import jpeg_compress
 from daefr.data.degradation.kernels import ISOTROPIC_TYPES, KERNEL_TYPES, kernel_type_index, mixed_kernels
 
@@ -41,16 +50,26 @@ PARAM_KEYS: tuple[str, ...] = (
     "jpeg_quality",
     "color_shift",
     "gray",
+    *JITTER_KEYS,
 )
-"""Keys of :attr:`DegradationOutput.params`; every value has the batch size as its first dimension."""
+"""Keys of :attr:`DegradationOutput.params`; every value has the batch size as its first dimension.
+
+The jitter keys (:data:`~daefr.data.degradation.color.JITTER_KEYS`) may be absent from replayed
+params (recorded before they existed): the jitter is then off.
+"""
 
 
 @dataclass
 class DegradationOutput:
-    """``lq`` ``(B, 3, H, W)`` in [0, 1] on 8-bit levels, input dtype; ``params`` per-sample tensors (CPU)."""
+    """``lq`` ``(B, 3, H, W)`` in [0, 1] on 8-bit levels, input dtype; ``params`` per-sample tensors (CPU).
+
+    ``hq`` is the HQ batch with GFPGAN's ``gt_gray`` applied (the samples turned gray in ``lq`` are gray
+    here too) when the module has ``gt_gray=True``; otherwise ``None`` (the HQ batch is unchanged).
+    """
 
     lq: Tensor
     params: dict[str, Tensor] = field(default_factory=dict)
+    hq: Tensor | None = None
 
 
 def _pair(value: Sequence[float], name: str) -> tuple[float, float]:
@@ -71,7 +90,14 @@ class Degradation(nn.Module):
     ``kernel_sizes`` its odd size (uniform).
     With probability ``poisson_prob`` a sample gets Poisson noise scaled by ``poisson_scale_range``
     instead of Gaussian noise. After resizing back, ``color_jitter_prob`` adds a per-channel shift in
-    ``[-color_jitter_shift, color_jitter_shift] / 255`` and ``gray_prob`` turns the sample gray.
+    ``[-color_jitter_shift, color_jitter_shift] / 255`` and ``gray_prob`` turns the sample gray (and its
+    HQ image too when ``gt_gray``, as GFPGAN's option of that name); then, with probability
+    ``color_jitter_pt_prob``, GFPGAN's torchvision-style jitter (brightness, contrast, saturation, hue
+    factors from ``brightness_range``, ``contrast_range``, ``saturation_range``, ``hue_range``, in a
+    random order per sample, see :mod:`daefr.data.degradation.color`) changes the LQ image only.
+    ``blur_backend`` (``auto``/``fft``/``kornia``) and ``jpeg_backend`` (``libjpeg``/``kornia``) choose
+    the implementations (:mod:`daefr.data.degradation.backends`); the sampled parameters do not depend
+    on them.
     Parameters are drawn on the CPU, so a seeded generator gives the same parameters on any device.
     """
 
@@ -92,6 +118,14 @@ class Degradation(nn.Module):
         color_jitter_prob: float = 0.0,
         color_jitter_shift: float = 20.0,
         gray_prob: float = 0.0,
+        gt_gray: bool = False,
+        color_jitter_pt_prob: float = 0.0,
+        brightness_range: Sequence[float] = (0.5, 1.5),
+        contrast_range: Sequence[float] = (0.5, 1.5),
+        saturation_range: Sequence[float] = (0.0, 1.5),
+        hue_range: Sequence[float] = (-0.1, 0.1),
+        blur_backend: str = "auto",
+        jpeg_backend: str = "libjpeg",
     ) -> None:
         super().__init__()
         if len(kernel_list) == 0 or len(kernel_list) != len(kernel_prob):
@@ -119,17 +153,30 @@ class Degradation(nn.Module):
         if self.jpeg_range is not None and not (1 <= self.jpeg_range[0] and self.jpeg_range[1] <= 100):
             raise ValueError(f"jpeg_range must lie in [1, 100], got {list(self.jpeg_range)}")
         for name, p in (("poisson_prob", poisson_prob), ("color_jitter_prob", color_jitter_prob),
-                        ("gray_prob", gray_prob)):
+                        ("gray_prob", gray_prob), ("color_jitter_pt_prob", color_jitter_pt_prob)):
             if not 0.0 <= p <= 1.0:
                 raise ValueError(f"{name} must be a probability in [0, 1], got {p}")
         self.poisson_prob = float(poisson_prob)
         self.color_jitter_prob = float(color_jitter_prob)
         self.color_jitter_shift = float(color_jitter_shift)
         self.gray_prob = float(gray_prob)
+        self.gt_gray = bool(gt_gray)
+        self.color_jitter_pt_prob = float(color_jitter_pt_prob)
+        self.brightness_range = _pair(brightness_range, "brightness_range")
+        self.contrast_range = _pair(contrast_range, "contrast_range")
+        self.saturation_range = _pair(saturation_range, "saturation_range")
+        self.hue_range = _pair(hue_range, "hue_range")
+        if min(self.brightness_range[0], self.contrast_range[0], self.saturation_range[0]) < 0:
+            raise ValueError("brightness_range, contrast_range and saturation_range must be non-negative")
+        if not (-0.5 <= self.hue_range[0] and self.hue_range[1] <= 0.5):
+            raise ValueError(f"hue_range must lie in [-0.5, 0.5] (turns), got {list(hue_range)}")
+        self.blur_backend = check_backend(blur_backend, BLUR_BACKENDS, "blur")
+        self.jpeg_backend = check_backend(jpeg_backend, JPEG_BACKENDS, "JPEG")
 
     def extra_repr(self) -> str:
         return (f"kernels={list(self.kernel_list)}, sizes={list(self.kernel_sizes)}, sigma={self.sigma_range}, "
-                f"scale={self.scale_range}, noise={self.noise_range}, jpeg={self.jpeg_range}")
+                f"scale={self.scale_range}, noise={self.noise_range}, jpeg={self.jpeg_range}, "
+                f"blur_backend={self.blur_backend}, jpeg_backend={self.jpeg_backend}")
 
     # ----- sampling ------------------------------------------------------------------------------
     def sample_params(self, batch: int, height: int, width: int,
@@ -169,12 +216,19 @@ class Degradation(nn.Module):
         shift = torch.where(jitter_on[:, None], shift, torch.zeros_like(shift))
         gray = uniform((0.0, 1.0)) < self.gray_prob
         f32 = torch.float32
+        # drawn last, so the parameters above are the same as before the jitter existed
+        jitter_pt = uniform((0.0, 1.0)) < self.color_jitter_pt_prob
+        jitter_order = torch.argsort(uniform((0.0, 1.0), batch, 4), dim=1)
+        jitter = {"jitter_pt": jitter_pt, "jitter_order": jitter_order,
+                  "brightness": uniform(self.brightness_range).to(f32),
+                  "contrast": uniform(self.contrast_range).to(f32),
+                  "saturation": uniform(self.saturation_range).to(f32), "hue": uniform(self.hue_range).to(f32)}
         return {
             "kernel_type": kernel_type, "kernel_size": kernel_size, "sigma_x": sigma_x.to(f32),
             "sigma_y": sigma_y.to(f32), "theta": theta.to(f32), "beta": beta.to(f32), "scale": scale.to(f32),
             "lq_height": lq_h, "lq_width": lq_w, "noise_sigma": noise_sigma.to(f32), "poisson": poisson,
             "poisson_scale": poisson_scale.to(f32), "noise_seed": seed, "jpeg_quality": quality,
-            "color_shift": shift.to(f32), "gray": gray,
+            "color_shift": shift.to(f32), "gray": gray, **jitter,
         }
 
     # ----- application ---------------------------------------------------------------------------
@@ -182,12 +236,19 @@ class Degradation(nn.Module):
         """Degrade ``hq`` ``(B, 3, H, W)`` in [0, 1] with freshly drawn per-sample parameters."""
         _check_input(hq)
         params = self.sample_params(hq.shape[0], hq.shape[2], hq.shape[3], generator)
-        return DegradationOutput(apply_degradation(hq, params), params)
+        return self._degrade_with(hq, params)
 
     def replay(self, hq: Tensor, params: dict[str, Tensor]) -> DegradationOutput:
         """Apply the given ``params`` (as returned by :meth:`forward`) exactly; same params -> same ``lq``."""
         _check_input(hq)
-        return DegradationOutput(apply_degradation(hq, params), dict(params))
+        return self._degrade_with(hq, dict(params))
+
+    def _degrade_with(self, hq: Tensor, params: dict[str, Tensor]) -> DegradationOutput:
+        lq = apply_degradation(hq, params, blur_backend=self.blur_backend, jpeg_backend=self.jpeg_backend)
+        gray_hq = None
+        if self.gt_gray:
+            gray_hq = to_gray(hq.detach().to(torch.float32), params["gray"]).to(hq.dtype)
+        return DegradationOutput(lq, params, gray_hq)
 
 
 def _check_input(hq: Tensor) -> None:
@@ -199,19 +260,25 @@ def _check_input(hq: Tensor) -> None:
 
 
 @torch.no_grad()
-def apply_degradation(hq: Tensor, params: dict[str, Tensor], max_group: int | None = None) -> Tensor:
+def apply_degradation(hq: Tensor, params: dict[str, Tensor], max_group: int | None = None,
+                      blur_backend: str = "auto", jpeg_backend: str = "libjpeg") -> Tensor:
     """Degrade ``hq`` ``(B, 3, H, W)`` in [0, 1] with explicit per-sample ``params`` (no randomness left).
 
     Samples run in size groups (see :func:`size_groups`) of at most ``max_group`` samples (default:
     no limit; a limit bounds peak memory). Noise is drawn group by group, in order, from one generator
     seeded with ``noise_seed``, so the same parameters and ``max_group`` always give the same result.
+    ``blur_backend`` and ``jpeg_backend`` pick the implementations (see :mod:`.backends`).
     """
-    missing = [k for k in PARAM_KEYS if k not in params]
+    missing = [k for k in PARAM_KEYS if k not in params and k not in JITTER_KEYS]
     if missing:
         raise KeyError(f"degradation params lack {missing}; pass the dict that forward() returned")
     b = hq.shape[0]
+    if not all(k in params for k in JITTER_KEYS):
+        params = {**no_jitter(b), **params}
     if any(int(params[k].shape[0]) != b for k in PARAM_KEYS):
         raise ValueError(f"degradation params do not match the batch size {b}")
+    check_backend(blur_backend, BLUR_BACKENDS, "blur")
+    check_backend(jpeg_backend, JPEG_BACKENDS, "JPEG")
     dev = hq.device
     x = hq.detach()
     p = {k: v.to(dev) for k, v in params.items()}
@@ -220,18 +287,21 @@ def apply_degradation(hq: Tensor, params: dict[str, Tensor], max_group: int | No
     if max_group is None:
         max_group = b
     groups = size_groups(params["lq_height"], params["lq_width"], max_group)
+    backends = (blur_backend, jpeg_backend)
     if len(groups) == 1:
-        out = _degrade(x, p, noise_gen)
+        out = _degrade(x, p, noise_gen, backends)
     else:
         out = torch.empty(x.shape, device=dev, dtype=torch.float32)
         for idx in groups:
             sel = idx.to(dev)
             part = {k: v.index_select(0, sel) for k, v in p.items()}
-            out.index_copy_(0, sel, _degrade(x.index_select(0, sel), part, noise_gen))
+            out.index_copy_(0, sel, _degrade(x.index_select(0, sel), part, noise_gen, backends))
     # conditions on the CPU copies: no device synchronisation
-    if bool((params["color_shift"] != 0).any()) or bool(params["gray"].any()):
+    if bool((params["color_shift"] != 0).any()) or bool(params["gray"].any()) or bool(params["jitter_pt"].any()):
         out = ops.color_shift(out.div_(255.0), p["color_shift"])
-        out = ops.to_gray(out, p["gray"])
+        if bool(params["gray"].any()):
+            out = to_gray(out, p["gray"])
+        out = color_jitter_pt(out, params)
         return ops.quantize_8bit(out, inplace=True).to(hq.dtype)
     # _degrade returned 255 x the image, already in [0, 255] (bilinear interpolation of clipped
     # values): rounding and scaling are the only full-resolution passes left
@@ -260,7 +330,7 @@ def _ceil16(v: Tensor) -> Tensor:
     return torch.div(v + 15, 16, rounding_mode="floor") * 16
 
 
-def _degrade(x: Tensor, p: dict[str, Tensor], noise_gen: torch.Generator) -> Tensor:
+def _degrade(x: Tensor, p: dict[str, Tensor], noise_gen: torch.Generator, backends: tuple[str, str]) -> Tensor:
     """Blur -> downscale -> noise -> JPEG -> resize back for one size group ``(b, 3, H, W)`` in [0, 1].
 
     Returns 255 x the result in float32 (the caller rounds to 8-bit levels); the image is clipped to
@@ -273,7 +343,8 @@ def _degrade(x: Tensor, p: dict[str, Tensor], noise_gen: torch.Generator) -> Ten
     full_w = torch.full((b,), w, device=dev, dtype=torch.long)
     lq_h, lq_w = p["lq_height"], p["lq_width"]
     canvas = (int(_ceil16(lq_h).max()), int(_ceil16(lq_w).max()))
-    x = ops.blur_resize(x, kernels, lq_h, lq_w, canvas).clamp_(0.0, 1.0)
+    spatial = kornia_blur if resolve_blur_backend(backends[0], kernels.shape[-1]) == "kornia" else None
+    x = ops.blur_resize(x, kernels, lq_h, lq_w, canvas, spatial).clamp_(0.0, 1.0)
     noise = torch.randn(x.shape, generator=noise_gen, device=dev, dtype=torch.float32)
     sigma = p["noise_sigma"] / 255.0
     if bool(p["poisson"].any()):
@@ -284,6 +355,7 @@ def _degrade(x: Tensor, p: dict[str, Tensor], noise_gen: torch.Generator) -> Ten
         x = ops.add_noise(x, noise, sigma)
     quality = p["jpeg_quality"]
     if bool((quality > 0).any()):  # quality 0 means no JPEG for that sample
-        jpeg = jpeg_compress(x, quality.clamp(min=1), lq_h, lq_w)
+        codec = kornia_jpeg if backends[1] == "kornia" else jpeg_compress
+        jpeg = codec(x, quality.clamp(min=1), lq_h, lq_w)
         x = torch.where((quality > 0)[:, None, None, None], jpeg, x)
     return ops.resize(x.mul_(255.0), lq_h, lq_w, full_h, full_w, (h, w))
