@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,7 +13,16 @@ import torch
 from daefr.cli import main
 from daefr.errors import ConfigError
 from daefr.inference.backends import ExportedNetwork, load_network
-from daefr.interop.export import DEFAULT_TOLERANCE, check_export, export_restorer, read_export_metadata
+from daefr.interop.export import (
+    DEFAULT_TOLERANCE,
+    ONNX_SESSION_DEFAULTS,
+    OnnxRunner,
+    check_export,
+    export_restorer,
+    load_exported,
+    read_export_metadata,
+    release_freed_heap,
+)
 from daefr.models.restorer import DAEFRRestorer
 
 #: The ``tiny`` preset cut to two levels (16 px faces, 8x8 latent) and one narrow transformer layer:
@@ -110,3 +120,86 @@ def test_export_rejects_bad_requests(restorer: DAEFRRestorer, tmp_path: Path) ->
         export_restorer(restorer, tmp_path / "x.onnx", "onnx", batch=0)
     with pytest.raises(ConfigError, match="backend"):
         load_network(tmp_path / "x.onnx", backend="tensorrt")
+
+
+@pytest.fixture(scope="module")
+def fast_onnx(restorer: DAEFRRestorer, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The fast graph of :func:`restorer` as ONNX with a dynamic batch."""
+    return export_restorer(restorer, tmp_path_factory.mktemp("onnx") / "fast.onnx", "onnx", fast=True)
+
+
+def _eager_fast(restorer: DAEFRRestorer, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    from daefr.interop.export import _prepare
+
+    with torch.inference_mode():
+        restored, indices = _prepare(restorer, fast=True)(x)
+    return restored, indices
+
+
+def test_onnx_session_defaults_are_applied_and_match_eager(fast_onnx: Path, restorer: DAEFRRestorer) -> None:
+    import onnxruntime as ort
+
+    run = load_exported(fast_onnx, threads=1)
+    assert isinstance(run, OnnxRunner) and run.settings == ONNX_SESSION_DEFAULTS
+    opts = run.session.get_session_options()
+    # the memory-saving choices (benchmarks/RESULTS.md): no per-shape memory pattern, arena kept
+    assert opts.enable_mem_pattern is False and opts.enable_cpu_mem_arena is True
+    assert opts.graph_optimization_level == ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    assert opts.intra_op_num_threads == 1
+    assert opts.get_session_config_entry("session.intra_op.allow_spinning") == "0"
+    x = torch.rand(3, 3, 16, 16, generator=torch.Generator().manual_seed(1)) * 2 - 1
+    ref_img, ref_idx = _eager_fast(restorer, x)
+    for _ in range(2):  # a second run reuses the arena's chunks (no memory pattern): same results
+        img, idx = run(x)
+        assert (img - ref_img).abs().max().item() < DEFAULT_TOLERANCE["max_abs"]
+        assert (idx == ref_idx).float().mean().item() >= DEFAULT_TOLERANCE["code_agreement"]
+    single, _ = run(x[1:2])  # another batch size after the first
+    assert (single - ref_img[1:2]).abs().max().item() < DEFAULT_TOLERANCE["max_abs"]
+
+
+def test_onnx_session_options_override(fast_onnx: Path, restorer: DAEFRRestorer) -> None:
+    import onnxruntime as ort
+
+    run = load_exported(fast_onnx, onnx_options={"graph_optimization_level": "basic", "enable_mem_pattern": True,
+                                                 "enable_cpu_mem_arena": False, "release_freed_heap": False})
+    opts = run.session.get_session_options()
+    assert opts.graph_optimization_level == ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+    assert opts.enable_mem_pattern is True and opts.enable_cpu_mem_arena is False
+    x = torch.rand(2, 3, 16, 16, generator=torch.Generator().manual_seed(2)) * 2 - 1
+    ref_img, _ = _eager_fast(restorer, x)
+    assert (run(x)[0] - ref_img).abs().max().item() < DEFAULT_TOLERANCE["max_abs"]
+    with pytest.raises(ConfigError, match="unknown ONNX Runtime option"):
+        load_exported(fast_onnx, onnx_options={"arena": False})
+    with pytest.raises(ConfigError, match="graph_optimization_level"):
+        load_exported(fast_onnx, onnx_options={"graph_optimization_level": "max"})
+    # the Restorer's backend passes the overrides on
+    network = load_network(fast_onnx, backend="onnx", onnx_options={"enable_mem_pattern": True})
+    assert isinstance(network, ExportedNetwork) and network.run.settings["enable_mem_pattern"] is True
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc malloc_trim")
+def test_release_freed_heap_returns_freed_pages() -> None:
+    """20 MB freed in holes of the heap stay resident until released (what ONNX Runtime's freed parse does)."""
+    import ctypes
+
+    def rss_anon_kb() -> int:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("RssAnon:"):
+                return int(line.split()[1])
+        raise AssertionError("no RssAnon in /proc/self/status")
+
+    libc = ctypes.CDLL(None)
+    libc.malloc.restype, libc.malloc.argtypes = ctypes.c_void_p, [ctypes.c_size_t]
+    libc.free.argtypes = [ctypes.c_void_p]
+    blocks = [libc.malloc(100_000) for _ in range(400)]  # under glibc's mmap threshold: on the heap
+    try:
+        for block in blocks:
+            ctypes.memset(block, 1, 100_000)
+        for block in blocks[::2]:  # every other block: holes that free() cannot trim off the heap's top
+            libc.free(block)
+        before = rss_anon_kb()
+        assert release_freed_heap() is True
+        assert rss_anon_kb() < before - 10_000
+    finally:
+        for block in blocks[1::2]:
+            libc.free(block)

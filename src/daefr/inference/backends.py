@@ -5,8 +5,9 @@
 
 * ``torch`` -- our safetensors export or the official checkpoint, eager; ``fast`` applies
   :func:`daefr.models.inference_options.optimize_for_inference` (``precision`` sets its autocast);
-* ``onnx`` -- an ``.onnx`` file from ``daefr export`` run by ONNX Runtime (CPU), or a weights file that
-  is exported to ONNX first (into a temporary folder, once per process);
+* ``onnx`` -- an ``.onnx`` file from ``daefr export`` run by ONNX Runtime (CPU; memory-lean session
+  settings, :data:`daefr.interop.export.ONNX_SESSION_DEFAULTS`), or a weights file that is exported to
+  ONNX first (into a temporary folder, once per process);
 * ``torchscript`` / ``exported-program`` -- ``.ts`` / ``.pt2`` files from ``daefr export``;
 * ``auto`` -- by file suffix (``.onnx``, ``.ts``, ``.pt2``), else ``torch``.
 
@@ -15,6 +16,7 @@ Usage: ``Restorer(load_network("model.onnx", backend="onnx"), ...)`` or ``daefr 
 
 from __future__ import annotations
 
+import gc
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -91,13 +93,15 @@ def _exported_file(path: Path, backend: str, arch: dict[str, Any] | None, fast: 
 
 
 def load_network(path: str | Path, *, backend: str = "auto", fast: bool = False, precision: str = "fp32",
-                 arch: dict[str, Any] | None = None, threads: int | None = None) -> nn.Module:
+                 arch: dict[str, Any] | None = None, threads: int | None = None,
+                 onnx_options: dict[str, Any] | None = None) -> nn.Module:
     """A network for :class:`~daefr.inference.restorer.Restorer` from ``path`` and a backend name.
 
     ``arch``: keywords for :func:`daefr.interop.restorer_io.load_restorer` (e.g. ``{"preset": "tiny"}``);
     ``fast``: the fast inference path (torch backend; for exports made here, the fast graph);
     ``precision``: autocast of the fast path (``fp32``, ``bf16``, ``fp16``); ``threads``: ONNX Runtime
-    intra-op threads (default: its own choice).
+    intra-op threads (default: its own choice); ``onnx_options``: overrides of
+    :data:`daefr.interop.export.ONNX_SESSION_DEFAULTS` (the memory-lean session settings).
     """
     path = Path(path)
     kind = _resolve(path, backend)
@@ -113,9 +117,13 @@ def load_network(path: str | Path, *, backend: str = "auto", fast: bool = False,
     from daefr.interop.export import load_exported, read_export_metadata
 
     exported = _exported_file(path, kind, arch, fast)
+    if exported != path:
+        # the torch model exported just now is garbage: collect it before the session allocates its copy
+        # (the ONNX session then hands the freed heap back to the OS, ONNX_SESSION_DEFAULTS)
+        gc.collect()
     meta = read_export_metadata(exported)
     size_text = meta.get("input_size", "")
-    network = ExportedNetwork(load_exported(exported, kind, threads=threads),
+    network = ExportedNetwork(load_exported(exported, kind, threads=threads, onnx_options=onnx_options),
                               int(size_text) if size_text.isdigit() else None, kind, exported)
     batch_text = meta.get("batch", "dynamic")
     network.fixed_batch = int(batch_text) if batch_text.isdigit() else None

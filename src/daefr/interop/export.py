@@ -25,7 +25,9 @@ reports max |difference| of the restored images and the share of identical codes
 from __future__ import annotations
 
 import copy
+import ctypes
 import json
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,8 +38,9 @@ from torch import Tensor, nn
 
 from daefr.errors import ConfigError, DaefrError
 
-__all__ = ["DEFAULT_TOLERANCE", "EXPORT_FORMATS", "ExportCheck", "ExportableRestorer", "check_export",
-           "export_restorer", "load_exported", "read_export_metadata"]
+__all__ = ["DEFAULT_TOLERANCE", "EXPORT_FORMATS", "ONNX_SESSION_DEFAULTS", "ExportCheck", "ExportableRestorer",
+           "OnnxRunner", "check_export", "export_restorer", "load_exported", "onnx_session_options",
+           "read_export_metadata", "release_freed_heap"]
 
 #: Format name -> file suffix.
 EXPORT_FORMATS: dict[str, str] = {"onnx": ".onnx", "torchscript": ".ts", "exported-program": ".pt2"}
@@ -212,33 +215,101 @@ def _format_of(path: Path) -> str:
     raise ConfigError(f"{path}: unknown exported-model suffix; expected one of {', '.join(EXPORT_FORMATS.values())}")
 
 
+#: ONNX Runtime session settings of :func:`load_exported` (CPU). Peak resident memory of one full-size
+#: 512x512 face in a fresh process (torch imported, 1 thread; ``benchmarks/RESULTS.md``): ~2.05 GB with
+#: ONNX Runtime's own defaults, ~1.5 GB with these, at the same speed.
+ONNX_SESSION_DEFAULTS: dict[str, Any] = {
+    # "all" adds the NCHWc convolution layouts: the fastest level here ("extended" / "basic" cost more time)
+    "graph_optimization_level": "all",
+    # off, every activation is a fresh zero-filled mapping: 1.5-2x the CPU time per face for ~0.3 GB less
+    "enable_cpu_mem_arena": True,
+    # on, ONNX Runtime plans one block per input shape and allocates it beside the arena's free chunks:
+    # +0.15-0.25 GB, growing over the first runs, and no measurable speed gain for this graph
+    "enable_mem_pattern": False,
+    # ONNX Runtime parses the whole .onnx into the heap, copies the weights out and frees the parse, but
+    # glibc keeps those pages (~the file size, 0.5 GB for the released model): hand them back to the OS
+    "release_freed_heap": True,
+    "execution_mode": "sequential",
+}
+_ORT_LEVELS = {"disable": "ORT_DISABLE_ALL", "basic": "ORT_ENABLE_BASIC", "extended": "ORT_ENABLE_EXTENDED",
+               "all": "ORT_ENABLE_ALL"}
+_ORT_MODES = {"sequential": "ORT_SEQUENTIAL", "parallel": "ORT_PARALLEL"}
+
+
+def release_freed_heap() -> bool:
+    """Return the heap memory this process has freed to the OS (glibc ``malloc_trim``); False where unavailable."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        trim = ctypes.CDLL(None).malloc_trim  # glibc only (musl has no malloc_trim)
+    except (OSError, AttributeError):
+        return False
+    trim.argtypes, trim.restype = [ctypes.c_size_t], ctypes.c_int
+    trim(0)
+    return True
+
+
+def onnx_session_options(options: dict[str, Any] | None = None, *, threads: int | None = None,
+                         spin: bool = False) -> tuple[Any, dict[str, Any]]:
+    """(``onnxruntime.SessionOptions``, the settings used): :data:`ONNX_SESSION_DEFAULTS` updated by ``options``."""
+    import onnxruntime as ort
+
+    settings = {**ONNX_SESSION_DEFAULTS, **(options or {})}
+    unknown = sorted(set(settings) - set(ONNX_SESSION_DEFAULTS))
+    if unknown:
+        raise ConfigError(f"unknown ONNX Runtime option(s) {', '.join(unknown)}; use {', '.join(ONNX_SESSION_DEFAULTS)}")
+    level, mode = str(settings["graph_optimization_level"]), str(settings["execution_mode"])
+    if level not in _ORT_LEVELS:
+        raise ConfigError(f"graph_optimization_level {level!r}: use one of {', '.join(_ORT_LEVELS)}")
+    if mode not in _ORT_MODES:
+        raise ConfigError(f"execution_mode {mode!r}: use one of {', '.join(_ORT_MODES)}")
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = getattr(ort.GraphOptimizationLevel, _ORT_LEVELS[level])
+    opts.execution_mode = getattr(ort.ExecutionMode, _ORT_MODES[mode])
+    opts.enable_cpu_mem_arena = bool(settings["enable_cpu_mem_arena"])
+    opts.enable_mem_pattern = bool(settings["enable_mem_pattern"])
+    if threads:
+        opts.intra_op_num_threads = int(threads)
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin else "0")
+    return opts, settings
+
+
+class OnnxRunner:
+    """An ONNX Runtime session as a callable ``lq (B, 3, S, S) tensor -> (restored, indices)``.
+
+    ``session`` is the ``onnxruntime.InferenceSession``, ``settings`` the :data:`ONNX_SESSION_DEFAULTS`
+    it was built with (after overrides).
+    """
+
+    def __init__(self, path: Path, options: dict[str, Any] | None = None, *, threads: int | None = None,
+                 spin: bool = False) -> None:
+        import onnxruntime as ort
+
+        opts, self.settings = onnx_session_options(options, threads=threads, spin=spin)
+        self.session = ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
+        if self.settings["release_freed_heap"]:
+            release_freed_heap()
+
+    def __call__(self, lq: Tensor) -> tuple[Tensor, Tensor]:
+        """(B, 3, S, S) in [-1, 1] -> restored (B, 3, S, S) float32, indices (B, T) int64 (CPU tensors)."""
+        outs = self.session.run(["restored", "indices"], {"lq": lq.detach().float().cpu().contiguous().numpy()})
+        return torch.from_numpy(outs[0]), torch.from_numpy(outs[1])
+
+
 def load_exported(path: str | Path, fmt: str | None = None, *, threads: int | None = None,
-                  spin: bool = False) -> Any:
+                  spin: bool = False, onnx_options: dict[str, Any] | None = None) -> Any:
     """A callable ``lq (B, 3, S, S) tensor -> (restored, indices)`` running the exported file.
 
-    ONNX files run in ONNX Runtime (CPU; ``threads`` sets its intra-op threads; ``spin`` lets idle
-    worker threads busy-wait, which helps only on an otherwise idle machine), TorchScript and
-    ExportedProgram files in torch.
+    ONNX files run in ONNX Runtime (CPU, an :class:`OnnxRunner`; ``threads`` sets its intra-op threads;
+    ``spin`` lets idle worker threads busy-wait, which helps only on an otherwise idle machine;
+    ``onnx_options`` overrides :data:`ONNX_SESSION_DEFAULTS`), TorchScript and ExportedProgram files in torch.
     """
     path = Path(path)
     if not path.is_file():
         raise DaefrError(f"exported model not found: {path}; create it with `daefr export`")
     fmt = fmt or _format_of(path)
     if fmt == "onnx":
-        import onnxruntime as ort
-
-        opts = ort.SessionOptions()
-        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        if threads:
-            opts.intra_op_num_threads = int(threads)
-        opts.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin else "0")
-        session = ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
-
-        def run_onnx(lq: Tensor) -> tuple[Tensor, Tensor]:
-            outs = session.run(["restored", "indices"], {"lq": lq.detach().float().cpu().contiguous().numpy()})
-            return torch.from_numpy(outs[0]), torch.from_numpy(outs[1])
-
-        return run_onnx
+        return OnnxRunner(path, onnx_options, threads=threads, spin=spin)
     if fmt == "torchscript":
         module = torch.jit.load(str(path), map_location="cpu")
 
