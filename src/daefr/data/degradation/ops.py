@@ -72,10 +72,13 @@ def blur_resize(
     fy = (ys - y0).to(torch.float32)[:, None, :, None]
     y0 = y0.to(torch.long)
     y1 = torch.clamp(y0 + 1, max=h - 1)
-    rows = torch.stack((y0, y1), dim=-1).reshape(b, 1, 2 * ch, 1) + p  # rows of the padded grid
+    rows = torch.stack((y0, y1), dim=-1).reshape(b, 1, 2 * ch) + p  # rows of the padded grid
     cols = torch.fft.ifft(spec, dim=-2)
     del spec
-    picked = cols.gather(2, rows.expand(b, c, 2 * ch, cols.shape[-1]))
+    # the rows as whole-row copies (index_select of a (B C fh, fw // 2 + 1) view): ~5x faster than gather
+    plane = (torch.arange(b, device=img.device)[:, None, None] * c + torch.arange(c, device=img.device)[None, :, None])
+    flat = (plane * fh + rows).reshape(-1)
+    picked = cols.reshape(b * c * fh, -1).index_select(0, flat).reshape(b, c, 2 * ch, -1)
     lines = torch.fft.irfft(picked, n=fw, dim=-1)[..., p : p + w].reshape(b, c, ch, 2, w)
     top, bottom = lines[:, :, :, 0], lines[:, :, :, 1]
     vert = top + fy * (bottom - top)  # (B, C, ch, W)
@@ -172,14 +175,58 @@ def resize(
     return F.grid_sample(img, grid.to(img.device), mode="bilinear", padding_mode="border", align_corners=False)
 
 
+def upscale(img: Tensor, src_h: Tensor, src_w: Tensor, size: tuple[int, int]) -> Tensor:
+    """:func:`resize` of each sample's top-left ``(src_h[i], src_w[i])`` of ``img`` ``(B, C, h, w)`` to the
+    full ``size`` (the same bilinear weights), as two matrix products with per-sample interpolation
+    matrices when the source canvas is small (cheaper than ``grid_sample`` there), else :func:`resize`.
+    """
+    b, _, h, w = img.shape
+    oh, ow = size
+    dev = img.device
+    full_h = torch.full((b,), oh, device=dev, dtype=torch.long)
+    full_w = torch.full((b,), ow, device=dev, dtype=torch.long)
+    # measured on a CPU: the products cost ~ h (w + H) / H against grid_sample's ~100 per output pixel
+    if h * (w + oh) >= 100 * oh or dev.type != "cpu":
+        return resize(img, src_h, src_w, full_h, full_w, size)
+    rows = _interp_matrix(oh, h, src_h.to(dev))  # (B, H, h)
+    cols = _interp_matrix(ow, w, src_w.to(dev))  # (B, W, w)
+    return rows[:, None] @ (img @ cols.transpose(1, 2)[:, None])
+
+
+def _interp_matrix(out_len: int, in_len: int, src_valid: Tensor) -> Tensor:
+    """Bilinear interpolation weights ``(B, out_len, in_len)`` from each sample's first ``src_valid``
+    source pixels to ``out_len`` outputs (half-pixel centres, clamped as :func:`_source_coords`)."""
+    b = src_valid.shape[0]
+    dev = src_valid.device
+    pos = _source_coords(out_len, torch.full((b,), out_len, device=dev), src_valid)
+    x0 = torch.floor(pos)
+    frac = (pos - x0).to(torch.float32)
+    x0 = x0.to(torch.long)
+    x1 = torch.minimum(x0 + 1, src_valid.to(torch.long)[:, None] - 1)
+    mat = torch.zeros(b, out_len, in_len, device=dev, dtype=torch.float32)
+    mat.scatter_add_(2, x0[:, :, None], (1.0 - frac)[:, :, None])
+    mat.scatter_add_(2, x1[:, :, None], frac[:, :, None])
+    return mat
+
+
 def replicate_outside(img: Tensor, height: Tensor, width: Tensor) -> Tensor:
-    """Copy of ``img`` ``(B, C, H, W)`` where pixels beyond each sample's ``(height, width)`` repeat its edge."""
+    """``img`` ``(B, C, H, W)`` where pixels beyond each sample's ``(height, width)`` repeat its edge
+    (a new tensor; ``img`` itself when no sample has pixels beyond its size)."""
     b, c, h, w = img.shape
     dev = img.device
-    rows = torch.minimum(torch.arange(h, device=dev)[None, :], height.to(dev)[:, None] - 1)
-    cols = torch.minimum(torch.arange(w, device=dev)[None, :], width.to(dev)[:, None] - 1)
-    out = img.gather(2, rows[:, None, :, None].expand(b, c, h, w))
-    return out.gather(3, cols[:, None, None, :].expand(b, c, h, w))
+    height, width = height.to(dev), width.to(dev)
+    out = img
+    # the edge column / row is gathered (small) and broadcast by a masked select: one pass over the
+    # image each, where a gather of the whole image with a per-sample index map is several times slower
+    if bool((width < w).any()):
+        edge = img.gather(3, (width - 1)[:, None, None, None].expand(b, c, h, 1))
+        inside = torch.arange(w, device=dev)[None, :] < width[:, None]
+        out = torch.where(inside[:, None, None, :], out, edge)
+    if bool((height < h).any()):
+        edge = out.gather(2, (height - 1)[:, None, None, None].expand(b, c, 1, w))
+        inside = torch.arange(h, device=dev)[None, :] < height[:, None]
+        out = torch.where(inside[:, None, :, None], out, edge)
+    return out
 
 
 def add_noise(img: Tensor, noise: Tensor, sigma: Tensor) -> Tensor:

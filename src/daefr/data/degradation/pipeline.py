@@ -339,8 +339,6 @@ def _degrade(x: Tensor, p: dict[str, Tensor], noise_gen: torch.Generator, backen
     kernels = mixed_kernels(p["kernel_type"], p["sigma_x"], p["sigma_y"], p["theta"], p["beta"], p["kernel_size"])
     b, _, h, w = x.shape
     dev = x.device
-    full_h = torch.full((b,), h, device=dev, dtype=torch.long)
-    full_w = torch.full((b,), w, device=dev, dtype=torch.long)
     lq_h, lq_w = p["lq_height"], p["lq_width"]
     canvas = (int(_ceil16(lq_h).max()), int(_ceil16(lq_w).max()))
     spatial = kornia_blur if resolve_blur_backend(backends[0], kernels.shape[-1]) == "kornia" else None
@@ -357,5 +355,5 @@ def _degrade(x: Tensor, p: dict[str, Tensor], noise_gen: torch.Generator, backen
     if bool((quality > 0).any()):  # quality 0 means no JPEG for that sample
         codec = kornia_jpeg if backends[1] == "kornia" else jpeg_compress
         jpeg = codec(x, quality.clamp(min=1), lq_h, lq_w)
-        x = torch.where((quality > 0)[:, None, None, None], jpeg, x)
-    return ops.resize(x.mul_(255.0), lq_h, lq_w, full_h, full_w, (h, w))
+        x = jpeg if bool((quality > 0).all()) else torch.where((quality > 0)[:, None, None, None], jpeg, x)
+    return ops.upscale(x.mul_(255.0), lq_h, lq_w, (h, w))
