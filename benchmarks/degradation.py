@@ -3,6 +3,8 @@
     .venv/bin/python benchmarks/degradation.py                      # CPU, 2 threads, batch 1..32
     .venv/bin/python benchmarks/degradation.py --device cuda        # ours on the GPU, reference on CPU
     .venv/bin/python benchmarks/degradation.py --write              # also update benchmarks/RESULTS.md
+    .venv/bin/python benchmarks/degradation.py --blur-sweep         # FFT vs kornia blur per kernel size
+    .venv/bin/python benchmarks/degradation.py --jpeg-backend kornia --batch-sizes 16   # another backend
 
 Both sides do the whole job for a batch: draw per-sample parameters (the reference draws them with
 numpy per image and builds each kernel, as a per-image dataset does), blur, downscale, noise, JPEG,
@@ -29,9 +31,11 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 from daefr.data.degradation import preset  # noqa: E402
+from daefr.data.degradation.backends import KORNIA_BLUR_MAX_KERNEL  # noqa: E402
 from reference_degradation import ref_degrade, ref_random_params  # noqa: E402
 
 SECTION = "## Degradation"
+LOAD_AT_START = ", ".join(f"{v:.1f}" for v in os.getloadavg())
 NOTES = """
 Notes. Both sides run the same chain with the same fidelity (tests/unit/test_degradation_fidelity.py:
 blur and resize match OpenCV to float precision, our batched JPEG is 51-54 dB from OpenCV's
@@ -79,10 +83,43 @@ def time_reference(images: np.ndarray, seed: int, ranges: dict) -> tuple[float, 
     return time.perf_counter() - start, time.process_time() - cpu
 
 
+def blur_sweep(args: argparse.Namespace) -> list[dict]:
+    """ms/image of the blur + downscale step, FFT vs kornia's filter2d, per kernel size (the ``auto`` rule)."""
+    from daefr.data.degradation import mixed_kernels, ops
+    from daefr.data.degradation.backends import kornia_blur
+
+    torch.set_num_threads(args.threads)
+    b = args.sweep_batch
+    hq = torch.from_numpy(load_faces(b, args.size)).permute(0, 3, 1, 2).contiguous().to(args.device)
+    sync = torch.cuda.synchronize if hq.device.type == "cuda" else (lambda: None)
+    rows = []
+    for scale in args.sweep_scales:
+        lq_h, lq_w = ops.lq_sizes(args.size, args.size, torch.full((b,), scale))
+        canvas = (-(-int(lq_h.max()) // 16) * 16, -(-int(lq_w.max()) // 16) * 16)
+        lq_h, lq_w = lq_h.to(hq.device), lq_w.to(hq.device)
+        for k in args.sweep_kernels:
+            kernels = mixed_kernels(torch.ones(b, dtype=torch.long), torch.full((b,), 3.0), torch.full((b,), 1.5),
+                                    torch.full((b,), 0.7), torch.ones(b), torch.full((b,), k)).to(hq.device)
+            times: dict[str, list[float]] = {"fft": [], "kornia": []}
+            for r in range(args.repeats + 1):  # alternating, first round is the warm-up
+                for name, spatial in (("fft", None), ("kornia", kornia_blur)):
+                    sync()
+                    start = time.perf_counter()
+                    ops.blur_resize(hq, kernels, lq_h, lq_w, canvas, spatial)
+                    sync()
+                    if r:
+                        times[name].append(time.perf_counter() - start)
+            fft, kor = (1000 * statistics.median(times[n]) / b for n in ("fft", "kornia"))
+            rows.append(dict(scale=scale, kernel=k, fft=fft, kornia=kor))
+            print(f"scale {scale:4.1f} kernel {k:2d}: fft {fft:7.2f} ms/img   kornia {kor:7.2f} ms/img   "
+                  f"{'kornia' if kor < fft else 'fft'} faster", flush=True)
+    return rows
+
+
 def run(args: argparse.Namespace) -> list[dict]:
     torch.set_num_threads(args.threads)
     cv2.setNumThreads(args.threads)
-    module = preset(args.preset)
+    module = preset(args.preset, blur_backend=args.blur_backend, jpeg_backend=args.jpeg_backend)
     ranges = dict(sigma=module.sigma_range, scale=module.scale_range, noise=module.noise_range,
                   jpeg=module.jpeg_range, size=max(module.kernel_sizes))
     faces = load_faces(max(args.batch_sizes), args.size)
@@ -122,9 +159,9 @@ def machine(args: argparse.Namespace) -> str:
         dev = f"{dev} ({torch.cuda.get_device_name()})"
     load = ", ".join(f"{v:.1f}" for v in os.getloadavg())
     return (f"{cpu}, {os.cpu_count()} visible cores, {args.threads} torch/OpenCV threads; ours on {dev}; "
-            f"torch {torch.__version__}, OpenCV {cv2.__version__}; load average at the end {load} "
-            "(the machine is shared: other work ran at the same time); OMP_WAIT_POLICY="
-            f"{os.environ.get('OMP_WAIT_POLICY')}")
+            f"torch {torch.__version__}, OpenCV {cv2.__version__}; load average (1, 5, 15 min) at the start "
+            f"{LOAD_AT_START}, at the end {load} (the machine is shared: other work ran at the same time); "
+            f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}")
 
 
 def markdown(args: argparse.Namespace, rows: list[dict]) -> str:
@@ -133,7 +170,8 @@ def markdown(args: argparse.Namespace, rows: list[dict]) -> str:
         "",
         f"Command: `.venv/bin/python benchmarks/degradation.py {' '.join(sys.argv[1:])}`".replace(" --write", ""),
         "",
-        f"Machine: {machine(args)}. Preset `{args.preset}` at {args.size}x{args.size}; median of "
+        f"Machine: {machine(args)}. Preset `{args.preset}` (blur backend `{args.blur_backend}`, JPEG backend "
+        f"`{args.jpeg_backend}`) at {args.size}x{args.size}; median of "
         f"{args.repeats} runs per cell, ours and the per-image OpenCV reference (tests/reference_degradation.py) "
         "alternating in one process.",
         "",
@@ -147,6 +185,22 @@ def markdown(args: argparse.Namespace, rows: list[dict]) -> str:
     lines += [f"| {r['batch']} | {r['ours']:.1f} | {r['ref']:.1f} | {r['ratio']:.2f}x | {r['cpu_ours']:.1f} "
               f"| {r['cpu_ref']:.1f} | {r['cpu_ratio']:.2f}x |" for r in rows]
     return "\n".join(lines) + "\n" + NOTES
+
+
+def sweep_markdown(args: argparse.Namespace, rows: list[dict]) -> str:
+    lines = [
+        "",
+        f"Blur backends (`.venv/bin/python benchmarks/degradation.py --blur-sweep`): blur + downscale of "
+        f"{args.sweep_batch} {args.size}x{args.size} faces, ms per image (median of {args.repeats}), "
+        f"same machine and load as above. `auto` takes kornia up to {KORNIA_BLUR_MAX_KERNEL}x"
+        f"{KORNIA_BLUR_MAX_KERNEL} kernels.",
+        "",
+        "| scale | kernel | FFT (ms/img) | kornia filter2d (ms/img) | faster |",
+        "| ---: | ---: | ---: | ---: | --- |",
+    ]
+    lines += [f"| {r['scale']:g} | {r['kernel']} | {r['fft']:.2f} | {r['kornia']:.2f} | "
+              f"{'kornia' if r['kornia'] < r['fft'] else 'FFT'} |" for r in rows]
+    return "\n".join(lines) + "\n"
 
 
 def write_section(text: str, path: Path) -> None:
@@ -173,10 +227,19 @@ def main() -> None:
     parser.add_argument("--preset", default="daefr_small")
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 2, 4, 8, 16, 32])
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--blur-backend", default="auto", help="auto | fft | kornia")
+    parser.add_argument("--jpeg-backend", default="libjpeg", help="libjpeg | kornia")
+    parser.add_argument("--blur-sweep", action="store_true", help="also time FFT vs kornia blur per kernel size")
+    parser.add_argument("--sweep-only", action="store_true", help="only the blur sweep (no pipeline comparison)")
+    parser.add_argument("--sweep-kernels", type=int, nargs="+", default=[3, 7, 11, 15, 17, 19, 21, 41])
+    parser.add_argument("--sweep-scales", type=float, nargs="+", default=[1.0, 4.0])
+    parser.add_argument("--sweep-batch", type=int, default=8)
     parser.add_argument("--write", action="store_true", help="update the Degradation section of RESULTS.md")
     args = parser.parse_args()
-    rows = run(args)
-    text = markdown(args, rows)
+    rows = [] if args.sweep_only else run(args)
+    text = markdown(args, rows) if rows else ""
+    if args.blur_sweep or args.sweep_only:
+        text += sweep_markdown(args, blur_sweep(args))
     print()
     print(text)
     if args.write:

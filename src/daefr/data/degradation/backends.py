@@ -23,12 +23,14 @@ BLUR_BACKENDS: tuple[str, ...] = ("auto", "fft", "kornia")
 JPEG_BACKENDS: tuple[str, ...] = ("libjpeg", "kornia")
 """JPEG backends: ``libjpeg`` (batched, libjpeg-matching, default) and ``kornia`` (differentiable)."""
 
-KORNIA_BLUR_MAX_KERNEL = 7
+KORNIA_BLUR_MAX_KERNEL = 15
 """Largest kernel size for which ``auto`` takes the kornia blur.
 
-Measured on the 2-core CPU of benchmarks/RESULTS.md (512x512, batch 16, ``--blur-sweep``): filter2d
-beats the FFT blur up to 7x7 kernels and loses from 9x9 on (about 14x slower at 41x41). No GPU was
-available to measure the crossover there; ``auto`` uses the same rule on every device.
+Measured with ``benchmarks/degradation.py --blur-sweep`` on the shared 2-core CPU of
+benchmarks/RESULTS.md (blur + downscale of 512x512 faces, batch 4, scales 1 and 4): filter2d is
+faster up to 15x15 kernels at both scales (e.g. 23 vs 41 ms/img at 3x3, scale 1), the FFT from 21x21
+on (17x17 and 19x19 depend on the scale), and filter2d is ~15x slower at the presets' 41x41. No GPU
+was available to measure the crossover there; ``auto`` uses the same rule on every device.
 """
 
 
