@@ -206,7 +206,7 @@ class FaceDataModule(LightningDataModule):
         return "test" if trainer.testing else "val"
 
     def _degrade(self, batch: dict[str, Any], name: str) -> None:
-        from daefr.data.degradation import degrade_batch
+        from daefr.data.degradation import apply_to_batch
 
         hq = batch["hq"]
         self._degradation = self._degradation.to(hq.device)
@@ -214,7 +214,8 @@ class FaceDataModule(LightningDataModule):
         # seeded by the batch's keys: the same validation batch always gets the same degradation
         seed = stream_seed(self.seed, "degrade", name, epoch, *batch["key"])
         generator = torch.Generator(device=hq.device).manual_seed(seed)
-        batch["lq"], batch["degradation_params"] = degrade_batch(self._degradation, hq, generator)
+        # sets lq and degradation_params (and replaces hq when the degradation has gt_gray)
+        apply_to_batch(batch, self._degradation, generator)
 
     def _update_stats(self, name: str, stats: torch.Tensor) -> None:
         worker, tried, corrupt = (int(v) for v in stats.tolist())
