@@ -216,22 +216,27 @@ def replicate_outside(img: Tensor, height: Tensor, width: Tensor) -> Tensor:
     dev = img.device
     height, width = height.to(dev), width.to(dev)
     out = img
-    # the edge column / row is gathered (small) and broadcast by a masked select: one pass over the
-    # image each, where a gather of the whole image with a per-sample index map is several times slower
-    if bool((width < w).any()):
+    # only the strip beyond the smallest size can need changes: it gets the (gathered, small) edge
+    # column / row through a masked select; the rest is a plain copy (no in-place writes: autograd
+    # goes through this for the differentiable kornia JPEG)
+    w_min = int(width.min())
+    if w_min < w:
         edge = img.gather(3, (width - 1)[:, None, None, None].expand(b, c, h, 1))
-        inside = torch.arange(w, device=dev)[None, :] < width[:, None]
-        out = torch.where(inside[:, None, None, :], out, edge)
-    if bool((height < h).any()):
+        inside = torch.arange(w_min, w, device=dev)[None, :] < width[:, None]
+        strip = torch.where(inside[:, None, None, :], img[..., w_min:], edge)
+        out = torch.cat((img[..., :w_min], strip), dim=-1)
+    h_min = int(height.min())
+    if h_min < h:
         edge = out.gather(2, (height - 1)[:, None, None, None].expand(b, c, 1, w))
-        inside = torch.arange(h, device=dev)[None, :] < height[:, None]
-        out = torch.where(inside[:, None, :, None], out, edge)
+        inside = torch.arange(h_min, h, device=dev)[None, :] < height[:, None]
+        strip = torch.where(inside[:, None, :, None], out[..., h_min:, :], edge)
+        out = torch.cat((out[..., :h_min, :], strip), dim=-2)
     return out
 
 
 def add_noise(img: Tensor, noise: Tensor, sigma: Tensor) -> Tensor:
     """``clip(img + sigma * noise, 0, 1)`` with per-sample ``sigma`` ``(B,)`` in [0, 1] units."""
-    return (img + noise * sigma.to(img)[:, None, None, None]).clamp(0.0, 1.0)
+    return torch.addcmul(img, noise, sigma.to(img)[:, None, None, None]).clamp_(0.0, 1.0)
 
 
 def poisson_noise(img: Tensor, generator: torch.Generator | None = None) -> Tensor:
