@@ -75,10 +75,10 @@ def blur_resize(
     rows = torch.stack((y0, y1), dim=-1).reshape(b, 1, 2 * ch) + p  # rows of the padded grid
     cols = torch.fft.ifft(spec, dim=-2)
     del spec
-    # the rows as whole-row copies (index_select of a (B C fh, fw // 2 + 1) view): ~5x faster than gather
-    plane = (torch.arange(b, device=img.device)[:, None, None] * c + torch.arange(c, device=img.device)[None, :, None])
-    flat = (plane * fh + rows).reshape(-1)
-    picked = cols.reshape(b * c * fh, -1).index_select(0, flat).reshape(b, c, 2 * ch, -1)
+    # ifft along dim -2 returns its result laid out as (B, C, fw // 2 + 1, fh): gathering the rows
+    # along that contiguous last dim is ~2-5x faster than reshaping it (a full copy) or gathering dim -2
+    flipped = cols.transpose(-1, -2)
+    picked = flipped.gather(3, rows[:, :, None, :].expand(b, c, flipped.shape[2], 2 * ch)).transpose(-1, -2)
     lines = torch.fft.irfft(picked, n=fw, dim=-1)[..., p : p + w].reshape(b, c, ch, 2, w)
     top, bottom = lines[:, :, :, 0], lines[:, :, :, 1]
     vert = top + fy * (bottom - top)  # (B, C, ch, W)
