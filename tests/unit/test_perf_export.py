@@ -203,3 +203,23 @@ def test_release_freed_heap_returns_freed_pages() -> None:
     finally:
         for block in blocks[1::2]:
             libc.free(block)
+
+
+def test_onnx_backend_from_weights_exports_in_place(weights: Path, restorer: DAEFRRestorer) -> None:
+    """A weights file on the onnx backend: exported (in place, the loaded copy is discarded) and run."""
+    network = load_network(weights, backend="onnx", fast=True)
+    assert isinstance(network, ExportedNetwork) and network.path.suffix == ".onnx"
+    assert read_export_metadata(network.path)["fast"] == "true"
+    x = torch.rand(2, 3, 16, 16, generator=torch.Generator().manual_seed(3)) * 2 - 1
+    ref_img, _ = _eager_fast(restorer, x)
+    assert (network(x) - ref_img).abs().max().item() < DEFAULT_TOLERANCE["max_abs"]
+    # the fixture's restorer itself was never converted (exports of it go through a deep copy)
+    assert not getattr(restorer, "fast", False)
+    # the temporary export is removed with the network
+    folder = network.path.parent
+    assert folder.is_dir()
+    del network
+    import gc
+
+    gc.collect()
+    assert not folder.exists()

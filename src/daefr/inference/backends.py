@@ -7,7 +7,7 @@
   :func:`daefr.models.inference_options.optimize_for_inference` (``precision`` sets its autocast);
 * ``onnx`` -- an ``.onnx`` file from ``daefr export`` run by ONNX Runtime (CPU; memory-lean session
   settings, :data:`daefr.interop.export.ONNX_SESSION_DEFAULTS`), or a weights file that is exported to
-  ONNX first (into a temporary folder, once per process);
+  ONNX first (into a temporary folder, removed when the network is garbage-collected or at exit);
 * ``torchscript`` / ``exported-program`` -- ``.ts`` / ``.pt2`` files from ``daefr export``;
 * ``auto`` -- by file suffix (``.onnx``, ``.ts``, ``.pt2``), else ``torch``.
 
@@ -17,7 +17,9 @@ Usage: ``Restorer(load_network("model.onnx", backend="onnx"), ...)`` or ``daefr 
 from __future__ import annotations
 
 import gc
+import shutil
 import tempfile
+import weakref
 from pathlib import Path
 from typing import Any
 
@@ -89,7 +91,8 @@ def _exported_file(path: Path, backend: str, arch: dict[str, Any] | None, fast: 
     restorer = load_restorer(path, **(arch or {}))
     folder = Path(tempfile.mkdtemp(prefix="daefr-export-"))
     target = folder / (path.stem + EXPORT_FORMATS[backend])
-    return export_restorer(restorer, target, backend, fast=fast, batch=None)
+    # in place: the restorer is not needed after the export (one copy of the weights less at the peak)
+    return export_restorer(restorer, target, backend, fast=fast, batch=None, in_place=True)
 
 
 def load_network(path: str | Path, *, backend: str = "auto", fast: bool = False, precision: str = "fp32",
@@ -127,4 +130,7 @@ def load_network(path: str | Path, *, backend: str = "auto", fast: bool = False,
                               int(size_text) if size_text.isdigit() else None, kind, exported)
     batch_text = meta.get("batch", "dynamic")
     network.fixed_batch = int(batch_text) if batch_text.isdigit() else None
+    if exported != path:
+        # the temporary export (0.5 GB for the released model) goes with the network, or at exit
+        weakref.finalize(network, shutil.rmtree, exported.parent, ignore_errors=True)
     return network

@@ -73,9 +73,9 @@ class ExportableRestorer(nn.Module):
         return restored, indices
 
 
-def _prepare(restorer: nn.Module, fast: bool) -> ExportableRestorer:
-    """A converted deep copy (the caller's restorer is left as it is)."""
-    model = copy.deepcopy(restorer).eval()
+def _prepare(restorer: nn.Module, fast: bool, *, in_place: bool = False) -> ExportableRestorer:
+    """A converted deep copy (the caller's restorer is left as it is), or ``restorer`` itself converted."""
+    model = (restorer if in_place else copy.deepcopy(restorer)).eval()
     if fast:
         from daefr.nn.fast_blocks import fuse_vqgan_blocks
 
@@ -100,7 +100,7 @@ def _metadata(restorer: nn.Module, fmt: str, batch: int | None, fast: bool) -> d
 
 def export_restorer(restorer: nn.Module, path: str | Path, fmt: str = "onnx", *, batch: int | None = None,
                     fast: bool = False, opset: int = 17, exporter: str = "torchscript",
-                    overwrite: bool = False) -> Path:
+                    overwrite: bool = False, in_place: bool = False) -> Path:
     """Export ``restorer`` (a DAEFRRestorer) to ``path`` in format ``fmt`` (``onnx``, ``torchscript``,
     ``exported-program``); ``batch=None`` makes the batch dimension dynamic. Returns the path written.
 
@@ -108,6 +108,8 @@ def export_restorer(restorer: nn.Module, path: str | Path, fmt: str = "onnx", *,
     ``"dynamo"`` (``torch.export`` based, opset >= 18); both give the same graph to within rounding.
 
     The file is written to a temporary name in the same folder and moved into place (atomic).
+    ``in_place=True`` converts ``restorer`` itself instead of a deep copy (one copy of the weights less in
+    memory; for callers that discard the restorer afterwards: it is left converted for the export).
     """
     if fmt not in EXPORT_FORMATS:
         raise ConfigError(f"unknown export format {fmt!r}; use one of {', '.join(EXPORT_FORMATS)}")
@@ -122,10 +124,10 @@ def export_restorer(restorer: nn.Module, path: str | Path, fmt: str = "onnx", *,
     if path.exists() and not overwrite:
         raise ConfigError(f"{path} exists; pass overwrite=True (--force) to replace it")
     path.parent.mkdir(parents=True, exist_ok=True)
-    model = _prepare(restorer, fast)
+    meta = _metadata(restorer, fmt, batch, fast)
+    model = _prepare(restorer, fast, in_place=in_place)
     # a dynamic batch is traced at 2: torch.export specialises a dimension of size 1
     example = torch.zeros(2 if batch is None else batch, 3, size, size)
-    meta = _metadata(restorer, fmt, batch, fast)
     # the temporary name keeps the suffix: torch.export.save insists on ".pt2"
     tmp = path.with_name(f".tmp-export-{path.name}")
     try:
@@ -174,6 +176,17 @@ def _export_onnx(model: nn.Module, example: Tensor, tmp: Path, batch: int | None
                 warnings.simplefilter("ignore")
                 torch.onnx.export(model, (example,), str(staging), dynamo=False, dynamic_axes=axes,
                                   do_constant_folding=True, **names)  # type: ignore[arg-type]
+            if not external:
+                # the metadata is appended as serialised ModelProto fields (protobuf merges concatenated
+                # messages): loading and re-saving the whole file would hold two more copies of the weights
+                extra = onnx.ModelProto()
+                for key, value in meta.items():
+                    entry = extra.metadata_props.add()
+                    entry.key, entry.value = key, value
+                with staging.open("ab") as fh:
+                    fh.write(extra.SerializeToString())
+                staging.replace(tmp)
+                return
             proto = onnx.load(str(staging))
         finally:
             staging.unlink(missing_ok=True)
