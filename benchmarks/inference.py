@@ -14,7 +14,11 @@ Model: the released architecture (512x512 faces, ch 64, ch_mult 1-2-2-4-4-8, lat
 * ``fast``    -- ``optimize_for_inference(restorer)`` (InferenceOptions defaults: fused attention, fused
   blocks, sub-pixel upsampling, lean encoder, argmax, channels-last, inference mode, fp32);
 * ``fast-nchw`` -- the same without channels-last;
-* ``onnx``    -- the fast graph exported by ``daefr.interop.export`` (dynamic batch), run by ONNX Runtime;
+* ``onnx``    -- the fast graph exported by ``daefr.interop.export`` (dynamic batch), run by ONNX Runtime
+  with the project's session settings (``daefr.interop.export.ONNX_SESSION_DEFAULTS``: no memory pattern,
+  the freed model parse handed back to the OS);
+* ``onnx-ort-defaults`` -- the same file with ONNX Runtime's own memory settings (memory pattern on,
+  nothing handed back), to show what the project's settings change;
 * ``bf16``    -- the fast path under bf16 autocast (this CPU's AMX/AVX512-BF16 kernels);
 * ``compile`` -- the fast path wrapped in ``torch.compile`` (compile time reported separately).
 
@@ -43,7 +47,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # spinning OpenMP threads s
 
 ROOT = Path(__file__).resolve().parents[1]
 SECTION = "## Inference"
-VARIANTS = ("parity", "fast", "fast-nchw", "onnx", "bf16", "compile")
+VARIANTS = ("parity", "fast", "fast-nchw", "onnx", "onnx-ort-defaults", "bf16", "compile")
 SIZE = 512
 
 
@@ -74,10 +78,12 @@ def _load(cfg: dict[str, Any]) -> tuple[Any, float]:
 
     variant = cfg["variant"]
     start = time.perf_counter()
-    if variant == "onnx":
+    if variant in ("onnx", "onnx-ort-defaults"):
         from daefr.interop.export import load_exported
 
-        run = load_exported(cfg["onnx"], threads=cfg["threads"])
+        ort_defaults = {"enable_mem_pattern": True, "release_freed_heap": False}
+        run = load_exported(cfg["onnx"], threads=cfg["threads"],
+                            onnx_options=ort_defaults if variant == "onnx-ort-defaults" else None)
         return run, time.perf_counter() - start
     restorer = load_restorer(cfg["weights"])
     if variant == "parity":
@@ -294,13 +300,13 @@ def main(argv: list[str] | None = None) -> int:
                                                             if a != "--write")
     if args.from_log:
         entries = [json.loads(line) for line in args.from_log.read_text().splitlines() if line.strip()]
-        header = next((e for e in entries if e.get("kind") == "header"), {})
+        header: dict[str, Any] = next((e for e in entries if e.get("kind") == "header"), {})
         results = [e for e in entries if e.get("kind") == "result"]
         accuracy = {e["variant"]: (e["max_abs"], e["agreement"]) for e in entries if e.get("kind") == "accuracy"}
         command = header.get("command", command)
     else:
         weights = ensure_weights(args.cache, args.seed, args.arch)
-        onnx_path = ensure_onnx(args.cache, weights) if "onnx" in args.variants else None
+        onnx_path = ensure_onnx(args.cache, weights) if any(v.startswith("onnx") for v in args.variants) else None
         header = {"kind": "header", "command": command, "machine": machine(), "started": time.strftime(
             "%Y-%m-%d %H:%M UTC", time.gmtime()), "load": os.getloadavg()[0]}
         with log.open("w") as fh:
