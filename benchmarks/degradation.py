@@ -38,16 +38,22 @@ SECTION = "## Degradation"
 LOAD_AT_START = ", ".join(f"{v:.1f}" for v in os.getloadavg())
 NOTES = """
 Notes. Both sides run the same chain with the same fidelity (tests/unit/test_degradation_fidelity.py:
-blur and resize match OpenCV to float precision, our batched JPEG is 51-54 dB from OpenCV's
-libjpeg-turbo on five 512x512 FFHQ faces). On this shared 2-core CPU the batched pipeline is at parity with the
-per-image OpenCV loop (single cells range from 0.67x to 1.3x between runs on this loaded machine):
-OpenCV's JPEG codec and resizers are hand-vectorised C, while the torch path pays memory passes for
-every element-wise step, which dominate on a loaded machine. What made it competitive: FFT blur
-(cost independent of the 41x41 kernel), evaluating the inverse FFT only on the rows bilinear
-downscaling reads, size groups sorted by area (noise and JPEG on canvases near each image's own
-size, not the batch's largest), block DCT as one matrix product, and `OMP_WAIT_POLICY=PASSIVE` (with spinning OpenMP threads, 2-thread torch runs were up to
-10x slower while other processes held the cores). The issue's GPU target (20x the per-image CPU
-reference) is not measured here: this session had no GPU; rerun with `--device cuda`.
+blur and resize match OpenCV to float precision, the default libjpeg-matching batched JPEG is 44-54 dB
+from OpenCV's libjpeg-turbo). Wall-clock ratios depend on how busy the shared machine is: the batched
+pipeline's ops use both threads, the per-image OpenCV loop mostly one (its CPU time is about its wall
+time). In back-to-back batch-16 runs this session the wall ratio was 1.6-1.7x with load average ~2.5
+and 1.0-1.1x with load average 4-5 (both cores busy with other work); the CPU-time ratio (the work
+each side does) was 1.0-1.3x. Where our CPU time goes at batch 16 (profiled separately, ms per image):
+FFT blur + downscale ~14 (OpenCV's filter2D alone ~22), JPEG ~4-5 (libjpeg-turbo ~2), resize back
+~3 (OpenCV ~0.5), batch bookkeeping (size-group selection, output assembly, rounding) ~4. This round's
+speed-ups: the FFT rows gathered along the transform's contiguous layout (no full copy), edge
+replication only on the strip beyond the smallest image, the small-canvas resize back as two matrix
+products, and the full-resolution blur in chunks of <= 8 MB, which glibc recycles (page faults per
+image ~2900 -> ~1250, ~770 of them the freshly allocated output). Setting `THP_MEM_ALLOC_ENABLE=1`
+before starting Python (torch's transparent-huge-page allocation) removes most of the rest; it is not
+used in the table. `OMP_WAIT_POLICY=PASSIVE` matters on this shared CPU (spinning OpenMP threads made
+2-thread torch runs up to 10x slower under load). The issue's GPU target (20x the per-image CPU
+reference) is not measured: no GPU in this session; rerun with `--device cuda`.
 """
 
 
