@@ -365,10 +365,12 @@ class ExportCheck:
 
 
 def check_export(path: str | Path, restorer: nn.Module, *, fast: bool | None = None, batch: int = 2,
-                 seed: int = 0, tolerance: dict[str, float] | None = None, fmt: str | None = None) -> ExportCheck:
+                 seed: int = 0, tolerance: dict[str, float] | None = None, fmt: str | None = None,
+                 in_place: bool = False) -> ExportCheck:
     """Run the exported file and the eager graph it came from on ``batch`` seeded inputs and compare.
 
-    ``fast`` defaults to the flag stored in the file. Inputs are uniform in [-1, 1].
+    ``fast`` defaults to the flag stored in the file. Inputs are uniform in [-1, 1]. ``in_place=True``
+    converts ``restorer`` itself for the eager run instead of a deep copy (as in :func:`export_restorer`).
     """
     path = Path(path)
     meta = read_export_metadata(path)
@@ -382,7 +384,7 @@ def check_export(path: str | Path, restorer: nn.Module, *, fast: bool | None = N
         raise ConfigError("the restorer has no square input size (input_size)")
     g = torch.Generator().manual_seed(seed)
     lq = torch.rand(batch, 3, size, size, generator=g) * 2 - 1
-    eager = _prepare(restorer, fast)
+    eager = _prepare(restorer, fast, in_place=in_place)
     with torch.inference_mode():
         start = time.perf_counter()
         ref_img, ref_idx = eager(lq)
