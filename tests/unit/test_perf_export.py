@@ -175,6 +175,11 @@ def test_onnx_session_options_override(fast_onnx: Path, restorer: DAEFRRestorer)
     # the Restorer's backend passes the overrides on
     network = load_network(fast_onnx, backend="onnx", onnx_options={"enable_mem_pattern": True})
     assert isinstance(network, ExportedNetwork) and network.run.settings["enable_mem_pattern"] is True
+    # and so does the Python API's one-line loader
+    from daefr.inference.restorer import Restorer
+
+    api = Restorer.from_pretrained(fast_onnx, backend="onnx", onnx_options={"enable_mem_pattern": True})
+    assert api.model.run.settings["enable_mem_pattern"] is True
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc malloc_trim")

@@ -174,6 +174,8 @@ class Restorer:
         arch: str | dict[str, Any] | None = None,
         fast: bool = False,
         backend: str = "torch",
+        threads: int | None = None,
+        onnx_options: dict[str, Any] | None = None,
         **kwargs: Any,
     ) -> Restorer:
         """Load our safetensors export or an official ``DAEFR_model.ckpt`` and wrap it.
@@ -182,12 +184,14 @@ class Restorer:
         name (``full``, ``tiny``) or architecture keywords; ``fast``: the restorer's fast inference path
         (:mod:`daefr.models.inference_options`: fused attention and blocks, argmax, channels-last);
         ``backend``: ``torch``, ``onnx``, ``torchscript``, ``exported-program`` or ``auto`` (see
-        :func:`daefr.inference.backends.load_network`); ``kwargs`` go to :class:`Restorer`.
+        :func:`daefr.inference.backends.load_network`); ``threads`` / ``onnx_options``: ONNX Runtime
+        intra-op threads and session overrides (onnx backend only); ``kwargs`` go to :class:`Restorer`.
         """
         from daefr.inference.backends import load_network
 
         options = {"preset": arch} if isinstance(arch, str) else dict(arch or {})
-        network = load_network(path, backend=backend, fast=fast, precision=precision, arch=options)
+        network = load_network(path, backend=backend, fast=fast, precision=precision, arch=options,
+                               threads=threads, onnx_options=onnx_options)
         return cls(network, device=device, precision=precision, **kwargs)
 
     # ----- components ------------------------------------------------------------------------
