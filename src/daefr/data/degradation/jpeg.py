@@ -74,22 +74,21 @@ def _dct_basis(device: torch.device) -> Tensor:
     return basis.reshape(64, 64).to(device=device, dtype=torch.float32)
 
 
+def _round_half_up(x: Tensor) -> Tensor:
+    return torch.floor(x + 0.5)
+
+
 def _dct_quantise(plane: Tensor, table: Tensor, basis: Tensor) -> Tensor:
     """Level shift, 8x8 DCT, quantise/dequantise, inverse DCT: ``(B, H, W)`` -> ``(B, H, W)``.
 
-    Blocks become rows of 64 pixels, so each transform is one batched matrix product, with the
-    per-sample quantisation table folded into the matrices and the level shift into the DC term (the
-    DC basis image is 1/8 everywhere: shifting the pixels by 128 moves the DC coefficient by 1024).
+    Blocks become rows of 64 pixels, so both transforms are one matrix product each.
     """
     b, h, w = plane.shape
-    blocks = plane.reshape(b, h // 8, 8, w // 8, 8).permute(0, 1, 3, 2, 4).reshape(b, -1, 64)
+    blocks = (plane - 128.0).reshape(b, h // 8, 8, w // 8, 8).permute(0, 1, 3, 2, 4).reshape(b, -1, 64)
     t = table.reshape(b, 1, 64)
-    shift = torch.zeros_like(t)
-    shift[:, :, 0] = -1024.0 / t[:, :, 0]
-    coef = torch.baddbmm(shift, blocks, basis.T[None] / t).round_()  # quantised coefficients
-    # inverse with dequantisation; + 128.5 then floor: the level shift back and libjpeg's rounding
-    back = torch.baddbmm(torch.full_like(t, 128.5), coef, t.transpose(1, 2) * basis[None]).floor_().clamp_(0.0, 255.0)
-    return back.reshape(b, h // 8, w // 8, 8, 8).permute(0, 1, 3, 2, 4).reshape(b, h, w)
+    coef = torch.round((blocks @ basis.T) / t) * t
+    back = (coef @ basis).reshape(b, h // 8, w // 8, 8, 8).permute(0, 1, 3, 2, 4).reshape(b, h, w)
+    return torch.clamp(_round_half_up(back + 128.0), 0.0, 255.0)
 
 
 def _downsample_chroma(plane: Tensor) -> Tensor:
