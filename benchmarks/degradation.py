@@ -39,21 +39,26 @@ LOAD_AT_START = ", ".join(f"{v:.1f}" for v in os.getloadavg())
 NOTES = """
 Notes. Both sides run the same chain with the same fidelity (tests/unit/test_degradation_fidelity.py:
 blur and resize match OpenCV to float precision, the default libjpeg-matching batched JPEG is 44-54 dB
-from OpenCV's libjpeg-turbo). Wall-clock ratios depend on how busy the shared machine is: the batched
-pipeline's ops use both threads, the per-image OpenCV loop mostly one (its CPU time is about its wall
-time). In back-to-back batch-16 runs this session the wall ratio was 1.6-1.7x with load average ~2.5
-and 1.0-1.1x with load average 4-5 (both cores busy with other work); the CPU-time ratio (the work
-each side does) was 1.0-1.3x. Where our CPU time goes at batch 16 (profiled separately, ms per image):
-FFT blur + downscale ~14 (OpenCV's filter2D alone ~22), JPEG ~4-5 (libjpeg-turbo ~2), resize back
-~3 (OpenCV ~0.5), batch bookkeeping (size-group selection, output assembly, rounding) ~4. This round's
-speed-ups: the FFT rows gathered along the transform's contiguous layout (no full copy), edge
-replication only on the strip beyond the smallest image, the small-canvas resize back as two matrix
-products, and the full-resolution blur in chunks of <= 8 MB, which glibc recycles (page faults per
-image ~2900 -> ~1250, ~770 of them the freshly allocated output). Setting `THP_MEM_ALLOC_ENABLE=1`
+from OpenCV's libjpeg-turbo). The figures move a lot with the load of this shared machine: over this
+session's batch-16 runs (during and after the changes) the wall ratio ranged from 0.93x (load average ~4) to 1.73x (load ~2.5, when
+our 2-thread ops got both cores; the per-image OpenCV loop mostly uses one, its CPU time is about its
+wall time), the CPU-time ratio from 0.93x to 1.32x; the table is the median of 9 alternating runs.
+Before this round's changes the previous table had 1.04x at batch 16 and a quick check at the start
+of this session ~0.87x; in interleaved same-process A/B runs this round's changes cut our CPU time per
+image by 11-21%. Batch 2 is the weak spot (1.08x, 0.83x, 0.70x in three full runs): its two samples
+usually land in two size groups of one, so the per-group work is not shared. Where our CPU time goes at batch 16
+(profiled separately, ms per image): FFT blur + downscale ~14 (OpenCV's filter2D alone ~22), JPEG
+~4-5 (libjpeg-turbo ~2), resize back ~3 (OpenCV ~0.5), batch bookkeeping (size-group selection,
+output assembly, rounding) ~4; the FFT itself (~9) is the floor of this design with torch's FFT API.
+This round's speed-ups: the FFT rows gathered along the transform's contiguous layout (no full copy),
+edge replication only on the strip beyond the smallest image, the small-canvas resize back as two
+matrix products, and the full-resolution blur in chunks of <= 8 MB, which glibc recycles (page faults
+per image ~2900 -> ~1250, ~770 of them the freshly allocated output). Setting `THP_MEM_ALLOC_ENABLE=1`
 before starting Python (torch's transparent-huge-page allocation) removes most of the rest; it is not
 used in the table. `OMP_WAIT_POLICY=PASSIVE` matters on this shared CPU (spinning OpenMP threads made
-2-thread torch runs up to 10x slower under load). The issue's GPU target (20x the per-image CPU
-reference) is not measured: no GPU in this session; rerun with `--device cuda`.
+2-thread torch runs up to 10x slower under load). With `--jpeg-backend kornia` ours costs ~11 ms more
+CPU per image at batch 16 (38.7 vs 27.9). The issue's GPU target (20x the per-image CPU reference) is
+not measured: no GPU in this session; rerun with `--device cuda`.
 """
 
 
