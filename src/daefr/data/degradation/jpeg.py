@@ -13,6 +13,7 @@ which is how the pipeline keeps per-sample image sizes in one tensor.
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -53,18 +54,25 @@ _YCC_TO_RGB = torch.tensor([[1.0, 0.0, 1.402],
                             [1.0, 1.772, 0.0]], dtype=torch.float32)
 
 
+@functools.lru_cache(maxsize=8)
+def _base_tables(device: torch.device) -> tuple[Tensor, Tensor]:
+    """The Annex K luma and chroma tables ``(1, 64)`` long on ``device`` (made once per device)."""
+    luma = torch.tensor(_LUMA, dtype=torch.long, device=device).reshape(1, 64)
+    return luma, torch.tensor(_chroma_base(), dtype=torch.long, device=device).reshape(1, 64)
+
+
 def quant_tables(quality: Tensor) -> tuple[Tensor, Tensor]:
     """Luma and chroma quantisation tables ``(B, 8, 8)`` for integer qualities ``(B,)`` in [1, 100]."""
     q = quality.to(torch.long).clamp(1, 100)
     scale = torch.where(q < 50, torch.div(5000, q, rounding_mode="floor"), 200 - 2 * q).reshape(-1, 1)
     out = []
-    for base in (_LUMA, _chroma_base()):
-        b = torch.tensor(base, dtype=torch.long, device=q.device).reshape(1, 64)
+    for b in _base_tables(q.device):
         table = torch.div(b * scale + 50, 100, rounding_mode="floor").clamp(1, 255)
         out.append(table.to(torch.float32).reshape(-1, 8, 8))
     return out[0], out[1]
 
 
+@functools.lru_cache(maxsize=8)
 def _dct_basis(device: torch.device) -> Tensor:
     """The 64 orthonormal 8x8 DCT-II basis images as rows of a ``(64, 64)`` matrix, row ``u * 8 + v``."""
     n = torch.arange(8, dtype=torch.float64)

@@ -294,7 +294,7 @@ def apply_degradation(hq: Tensor, params: dict[str, Tensor], max_group: int | No
         out = torch.empty(x.shape, device=dev, dtype=torch.float32)
         for idx in groups:
             sel = idx.to(dev)
-            part = {k: v.index_select(0, sel) for k, v in p.items()}
+            part = {k: p[k].index_select(0, sel) for k in _GROUP_KEYS}
             out.index_copy_(0, sel, _degrade(x.index_select(0, sel), part, noise_gen, backends))
     # conditions on the CPU copies: no device synchronisation
     if bool((params["color_shift"] != 0).any()) or bool(params["gray"].any()) or bool(params["jitter_pt"].any()):
@@ -325,6 +325,10 @@ def size_groups(lq_height: Tensor, lq_width: Tensor, max_group: int) -> list[Ten
         groups += list(torch.split(members, max(1, max_group)))
     return groups
 
+
+_GROUP_KEYS = ("kernel_type", "kernel_size", "sigma_x", "sigma_y", "theta", "beta", "lq_height", "lq_width",
+               "noise_sigma", "poisson", "poisson_scale", "jpeg_quality")
+"""The parameters :func:`_degrade` reads (the rest apply to the whole batch after it)."""
 
 _BLUR_CHUNK_BYTES = 8 * 2**20
 """Largest padded float32 image batch one blur call gets (2 samples of 512x512 with a 41x41 kernel)."""
