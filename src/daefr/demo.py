@@ -35,15 +35,21 @@ class DemoSettings:
     image_size: int = 32
     batch_size: int = 8
     steps: dict[str, int] = field(default_factory=lambda: {
-        "hq_codebook": 500, "lq_codebook": 250, "association": 100, "restoration": 900})
+        "hq_codebook": 900, "lq_codebook": 250, "association": 100, "restoration": 900})
     ch: int = 32
-    ch_mult: tuple[int, ...] = (1, 2)
-    z_channels: int = 32
-    n_embed: int = 128
+    # three levels: an 8x8 latent, one code per 4x4 pixels = one pixel of the 4x-downscaled test input.
+    # With two levels (16x16 codes of 2x2 pixels) the codes carry detail the LQ input has lost: the
+    # predictor reached 14% code accuracy and 18.4 dB although those codes could reconstruct 23.5 dB.
+    ch_mult: tuple[int, ...] = (1, 2, 2)
+    z_channels: int = 64
+    n_embed: int = 256  # 1024 codes reconstruct 0.1 dB better but are much harder to predict (-0.6 dB)
     # the official quantizer collapses on a few hundred faces (about 15 of 256 codes in use after 300
     # steps here, reconstruction 19.2 dB); the EMA codebook with dead-code restart keeps all codes (21.5 dB)
     codebook: str = "ema"
     learning_rate: float = 4e-4
+    # cosine decay of every stage: +0.5 dB held-out PSNR over a constant rate at the same steps
+    lr_scheduler: dict[str, Any] | None = field(default_factory=lambda: {
+        "name": "cosine", "warmup_steps": 20, "min_lr_ratio": 0.05})
     disc_start_fraction: float = 1.0  # the GAN term needs more than CPU-minutes to help; >= 1 keeps it off
     transformer_layers: int = 2
     transformer_dim: int = 128
@@ -60,7 +66,7 @@ class DemoSettings:
     @classmethod
     def quick(cls) -> DemoSettings:
         """A ~2 minute run (CI): same chain, fewer steps."""
-        return cls(steps={"hq_codebook": 150, "lq_codebook": 80, "association": 40, "restoration": 180})
+        return cls(steps={"hq_codebook": 250, "lq_codebook": 80, "association": 40, "restoration": 180})
 
 
 # ----------------------------------------------------------------------------------------------- data
@@ -138,7 +144,9 @@ def stage_configs(settings: DemoSettings, out: Path) -> dict[str, dict[str, Any]
         return {"name": "vqgan", "disc_start": int(s.steps[stage] * s.disc_start_fraction), "perceptual_weight": 0,
                 "discriminator": {"name": "patchgan", "ndf": 16, "n_layers": 2}}
 
-    common = {"learning_rate": s.learning_rate, "scale_lr": False, "val_panels": 4}
+    common: dict[str, Any] = {"learning_rate": s.learning_rate, "scale_lr": False, "val_panels": 4}
+    if s.lr_scheduler:
+        common["lr_scheduler"] = dict(s.lr_scheduler)
     ckpt = {name: str(out / "checkpoints" / name / "last.ckpt") for name in STAGES}
     return {
         "hq_codebook": {"target": "hq", "encoder": encoder, "decoder": dict(encoder), "codebook": codebook,

@@ -42,3 +42,20 @@ def test_demo_rejects_a_folder_without_enough_faces(tmp_path: Path, capsys: pyte
     (tmp_path / "faces").mkdir()
     assert main(["demo", "--data", str(tmp_path / "faces"), "--out", str(tmp_path / "out")]) == 1
     assert "need at least 16 training" in capsys.readouterr().err
+
+
+def test_demo_stage_configs_share_the_schedule_and_latent(tmp_path: Path) -> None:
+    from daefr.demo import DemoSettings, stage_configs
+    from daefr.stages import CodebookStage
+
+    settings = DemoSettings()
+    configs = stage_configs(settings, tmp_path)
+    for name in STAGES:
+        assert configs[name]["lr_scheduler"] == settings.lr_scheduler, name
+    # one code per pixel of the 4x-downscaled test input: the latent grid equals the LQ size
+    stage = CodebookStage(**configs["hq_codebook"])
+    with torch.no_grad():
+        z = stage.vqgan.encoder(torch.zeros(1, 3, settings.image_size, settings.image_size))
+    assert z.shape[-1] == settings.image_size // settings.test_scale
+    constant = stage_configs(DemoSettings(lr_scheduler=None), tmp_path)
+    assert all("lr_scheduler" not in constant[name] for name in STAGES)
