@@ -33,3 +33,30 @@ def test_checks_catch_a_broken_codebook() -> None:
     vq.lookup = lambda idx: torch.zeros(idx.shape[0], 8, *idx.shape[1:])  # type: ignore[method-assign]
     with pytest.raises(AssertionError, match="lookup"):
         check_codebook(vq)
+
+
+def test_codebook_base_lookup_reads_the_table_and_checks_the_shape() -> None:
+    from daefr.nn.contracts import Codebook, QuantizerOutput
+
+    class TableOnly(Codebook):
+        """A codebook that defines only its table and forward: lookup comes from the base class."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.n_embed, self.embed_dim = 5, 3
+            self.table = torch.nn.Parameter(torch.arange(15, dtype=torch.float32).view(5, 3))
+
+        @property
+        def codebook(self) -> torch.Tensor:
+            return self.table
+
+        def forward(self, z: torch.Tensor) -> QuantizerOutput:  # pragma: no cover - not used here
+            raise AssertionError("not called")
+
+    book = TableOnly()
+    indices = torch.tensor([[[0, 4], [2, 2]]])
+    out = book.lookup(indices)
+    assert out.shape == (1, 3, 2, 2)
+    assert torch.equal(out[0, :, 0, 1], book.table[4]) and torch.equal(out[0, :, 1, 0], book.table[2])
+    with pytest.raises(ValueError, match=r"\(B, h, w\)"):
+        book.lookup(indices[0])

@@ -66,12 +66,6 @@ class CosineCodebook(Codebook):
         b, _, h, w = shape
         return QuantizerOutput(_unflatten(q, shape), loss, indices.view(b, h, w), perplexity, in_use)
 
-    def lookup(self, indices: Tensor) -> Tensor:
-        """(B, h, w) int64 -> (B, embed_dim, h, w) unit-norm code vectors."""
-        if indices.ndim != 3:
-            raise ValueError(f"lookup expects indices of shape (B, h, w), got {tuple(indices.shape)}")
-        return self.codebook[indices].permute(0, 3, 1, 2).contiguous()
-
 
 class EMACodebook(Codebook):
     """Codebook updated by exponential moving averages, with dead-code restart (``codebooks/ema``).
@@ -153,9 +147,3 @@ class EMACodebook(Codebook):
         perplexity, in_use = code_usage_stats(indices, self.n_embed)
         b, _, h, w = shape
         return QuantizerOutput(_unflatten(q, shape), loss, indices.view(b, h, w), perplexity, in_use)
-
-    def lookup(self, indices: Tensor) -> Tensor:
-        """(B, h, w) int64 -> (B, embed_dim, h, w) code vectors."""
-        if indices.ndim != 3:
-            raise ValueError(f"lookup expects indices of shape (B, h, w), got {tuple(indices.shape)}")
-        return self.embedding(indices).permute(0, 3, 1, 2).contiguous()

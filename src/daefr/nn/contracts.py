@@ -74,8 +74,8 @@ class Codebook(nn.Module, metaclass=abc.ABCMeta):
     """Base class of codebooks (group ``codebooks``).
 
     Subclasses set ``n_embed`` and ``embed_dim`` and implement ``forward(z (B, embed_dim, h, w)) ->
-    QuantizerOutput`` and ``lookup(indices (B, h, w) int64) -> (B, embed_dim, h, w)``. ``codebook``
-    returns the (n_embed, embed_dim) table of code vectors as used for lookup.
+    QuantizerOutput`` and ``codebook``, the (n_embed, embed_dim) table of code vectors; ``lookup(indices
+    (B, h, w) int64) -> (B, embed_dim, h, w)`` reads that table.
     """
 
     n_embed: int
@@ -85,9 +85,11 @@ class Codebook(nn.Module, metaclass=abc.ABCMeta):
     def forward(self, z: Tensor) -> QuantizerOutput:
         """(B, embed_dim, h, w) -> QuantizerOutput."""
 
-    @abc.abstractmethod
     def lookup(self, indices: Tensor) -> Tensor:
-        """(B, h, w) int64 -> (B, embed_dim, h, w) code vectors."""
+        """(B, h, w) int64 -> (B, embed_dim, h, w): the rows of :attr:`codebook` (override for other tables)."""
+        if indices.ndim != 3:
+            raise ValueError(f"lookup expects indices of shape (B, h, w), got {tuple(indices.shape)}")
+        return self.codebook[indices].permute(0, 3, 1, 2).contiguous()
 
     @property
     @abc.abstractmethod

@@ -85,9 +85,3 @@ class VectorQuantizer(Codebook):
             perplexity=perplexity,
             codes_in_use=in_use,
         )
-
-    def lookup(self, indices: Tensor) -> Tensor:
-        """(B, h, w) int64 -> (B, embed_dim, h, w) code vectors."""
-        if indices.ndim != 3:
-            raise ValueError(f"lookup expects indices of shape (B, h, w), got {tuple(indices.shape)}")
-        return self.embedding(indices).permute(0, 3, 1, 2).contiguous()
