@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import statistics
 import sys
 import time
@@ -30,6 +29,8 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
+from machine import cpu_model  # noqa: E402  (benchmarks/, the script's own folder)
+
 from daefr.data.degradation import preset  # noqa: E402
 from daefr.data.degradation.backends import KORNIA_BLUR_MAX_KERNEL  # noqa: E402
 from reference_degradation import ref_degrade, ref_random_params  # noqa: E402
@@ -157,14 +158,7 @@ def run(args: argparse.Namespace) -> list[dict]:
 
 
 def machine(args: argparse.Namespace) -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    cpu = cpu_model()
     dev = args.device
     if dev.startswith("cuda") and torch.cuda.is_available():
         dev = f"{dev} ({torch.cuda.get_device_name()})"

@@ -43,6 +43,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from machine import cpu_model  # benchmarks/, the script's own folder
+
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # spinning OpenMP threads stall on a loaded CPU
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -134,15 +136,7 @@ def machine() -> str:
     import onnxruntime
     import torch
 
-    model = platform.processor() or "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return (f"{model}, {os.cpu_count()} cores visible, torch {torch.__version__} ({torch.backends.cpu.get_cpu_capability()}), "
+    return (f"{cpu_model()}, {os.cpu_count()} cores visible, torch {torch.__version__} ({torch.backends.cpu.get_cpu_capability()}), "
             f"onnxruntime {onnxruntime.__version__}, Python {platform.python_version()}")
 
 
