@@ -250,13 +250,6 @@ def color_shift(img: Tensor, shift: Tensor) -> Tensor:
     return (img + shift.to(img)[:, :, None, None]).clamp_(0.0, 1.0)
 
 
-def to_gray(img: Tensor, mask: Tensor) -> Tensor:
-    """Replace samples where ``mask`` ``(B,)`` is true by their luma (0.299 R + 0.587 G + 0.114 B) x 3."""
-    weights = torch.tensor([0.299, 0.587, 0.114], device=img.device, dtype=img.dtype)
-    luma = (img * weights[None, :, None, None]).sum(dim=1, keepdim=True).expand_as(img)
-    return torch.where(mask.to(img.device)[:, None, None, None], luma, img)
-
-
 def quantize_8bit(img: Tensor, inplace: bool = False) -> Tensor:
     """Round to the nearest of the 256 levels ``k / 255`` after clipping to [0, 1]."""
     x = img if inplace else img.clone()
