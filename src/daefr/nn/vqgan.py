@@ -6,6 +6,12 @@ an official config dict can be passed as keywords. The released DAEFR models use
 ``ch_mult=(1, 2, 2, 4, 4, 8)``, ``num_res_blocks=2``, ``resolution=512``, ``attn_resolutions=(16,)``,
 ``z_channels=256``: 512x512 images map to a 16x16x256 latent (the defaults below).
 
+Activation checkpointing (``encoder.checkpointing = True``, off by default): during training each
+ResnetBlock and attention block keeps only its input and recomputes its inside in the backward pass,
+which trades about one extra forward for most of the activation memory (figures in
+``benchmarks/RESULTS.md``, "Training"). Values and gradients are unchanged; the parity forward and
+every no-grad forward do not go through it.
+
 Submodule names mirror the official keys (``down.{level}.block.{i}``, ``down.{level}.attn.{i}``,
 ``down.{level}.downsample``, ``mid.block_1``/``attn_1``/``block_2``, ``up.{level}...``,
 ``norm_out``, ``conv_out``), so official weights load with a prefix mapping only.
@@ -16,11 +22,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import cast
 
+import torch
 from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
 
 from daefr.nn.blocks import Downsample, MultiHeadAttnBlock, Normalize, ResnetBlock, Upsample, swish
 
-__all__ = ["Decoder", "Encoder", "set_fused_attention"]
+__all__ = ["Decoder", "Encoder", "set_activation_checkpointing", "set_fused_attention"]
 
 OFFICIAL_CH = 64
 OFFICIAL_CH_MULT = (1, 2, 2, 4, 4, 8)
@@ -35,6 +43,14 @@ def _check_layout(ch: int, ch_mult: Sequence[int], num_res_blocks: int, resoluti
     return mult
 
 
+def _call(module: nn.Module, h: Tensor, checkpointed: bool) -> Tensor:
+    """``module(h)``, through activation checkpointing when asked and gradients are being recorded."""
+    wants_grad = h.requires_grad or any(p.requires_grad for p in module.parameters())
+    if checkpointed and torch.is_grad_enabled() and wants_grad:
+        return cast(Tensor, checkpoint(module, h, use_reentrant=False))
+    return cast(Tensor, module(h))
+
+
 class _Level(nn.Module):
     """One resolution level: ``block`` (ResnetBlocks), ``attn`` (attention after each block, or empty)."""
 
@@ -45,11 +61,12 @@ class _Level(nn.Module):
         self.downsample: Downsample | None = None
         self.upsample: Upsample | None = None
 
-    def run_blocks(self, h: Tensor) -> Tensor:
+    def run_blocks(self, h: Tensor, checkpointed: bool = False) -> Tensor:
+        """Each ResnetBlock, followed by its attention block when the level has them (checkpointed: see module doc)."""
         for i, block in enumerate(self.block):
-            h = block(h)
+            h = _call(block, h, checkpointed)
             if len(self.attn) > 0:
-                h = self.attn[i](h)
+                h = _call(self.attn[i], h, checkpointed)
         return h
 
 
@@ -62,6 +79,18 @@ class _Mid(nn.Module):
         self.attn_1 = MultiHeadAttnBlock(channels, head_size, fused=fused)
         self.block_2 = ResnetBlock(channels, channels, dropout)
 
+    def run(self, h: Tensor, checkpointed: bool = False) -> Tensor:
+        """block_1 -> attn_1 -> block_2 on (B, C, h, w)."""
+        return self.run_second(self.run_first(h, checkpointed), checkpointed)
+
+    def run_first(self, h: Tensor, checkpointed: bool = False) -> Tensor:
+        """block_1 only (the encoder reports its output as a feature)."""
+        return _call(self.block_1, h, checkpointed)
+
+    def run_second(self, h: Tensor, checkpointed: bool = False) -> Tensor:
+        """attn_1 -> block_2."""
+        return _call(self.block_2, _call(self.attn_1, h, checkpointed), checkpointed)
+
 
 class Encoder(nn.Module):
     """VQGAN encoder: (B, in_channels, H, W) in [-1, 1] -> (B, z_channels, H/2^(L-1), W/2^(L-1)).
@@ -70,8 +99,10 @@ class Encoder(nn.Module):
     to ``resolution``) is in ``attn_resolutions``; ``enable_mid`` adds the bottleneck ``mid`` blocks;
     ``head_size`` is the number of attention heads (official name); ``double_z`` doubles the output
     channels (official option, unused by DAEFR); ``fused_attention`` switches every attention block
-    to the fused SDPA path.
+    to the fused SDPA path. Set ``checkpointing = True`` for activation checkpointing (module doc).
     """
+
+    checkpointing: bool = False
 
     def __init__(
         self,
@@ -125,15 +156,16 @@ class Encoder(nn.Module):
         feats: dict[str, Tensor] = {}
         h = self.conv_in(x)
         feats["in"] = h
+        ckpt = self.checkpointing and self.training
         for level, stage in enumerate(cast(list[_Level], self.down)):
-            h = stage.run_blocks(h)
+            h = stage.run_blocks(h, ckpt)
             if stage.downsample is not None:
                 feats[f"block_{level}"] = h
                 h = stage.downsample(h)
         if self.mid is not None:
-            h = self.mid.block_1(h)
+            h = self.mid.run_first(h, ckpt)
             feats[f"block_{self.num_levels - 1}_atten"] = h
-            h = self.mid.block_2(self.mid.attn_1(h))
+            h = self.mid.run_second(h, ckpt)
             feats["mid_atten"] = h
         feats["out"] = self.conv_out(swish(self.norm_out(h)))
         return feats
@@ -147,8 +179,10 @@ class Decoder(nn.Module):
     """VQGAN decoder: (B, z_channels, h, w) -> (B, out_ch, h*2^(L-1), w*2^(L-1)), nominally [-1, 1].
 
     Mirror of :class:`Encoder` with ``num_res_blocks + 1`` ResnetBlocks per level; the output is not
-    clamped (the official decoder has no final tanh).
+    clamped (the official decoder has no final tanh). ``checkpointing = True``: see the module doc.
     """
+
+    checkpointing: bool = False
 
     def __init__(
         self,
@@ -198,11 +232,12 @@ class Decoder(nn.Module):
 
     def forward(self, z: Tensor) -> Tensor:
         """(B, z_channels, h, w) -> (B, out_ch, h*f, w*f)."""
+        ckpt = self.checkpointing and self.training
         h = self.conv_in(z)
         if self.mid is not None:
-            h = self.mid.block_2(self.mid.attn_1(self.mid.block_1(h)))
+            h = self.mid.run(h, ckpt)
         for stage in reversed(cast(list[_Level], self.up)):
-            h = stage.run_blocks(h)
+            h = stage.run_blocks(h, ckpt)
             if stage.upsample is not None:
                 h = stage.upsample(h)
         return self.conv_out(swish(self.norm_out(h)))
@@ -214,5 +249,15 @@ def set_fused_attention(module: nn.Module, enabled: bool) -> int:
     for sub in module.modules():
         if isinstance(sub, MultiHeadAttnBlock):
             sub.fused = enabled
+            count += 1
+    return count
+
+
+def set_activation_checkpointing(module: nn.Module, enabled: bool) -> int:
+    """Switch activation checkpointing of every :class:`Encoder`/:class:`Decoder` in ``module``; returns the count."""
+    count = 0
+    for sub in module.modules():
+        if isinstance(sub, Encoder | Decoder):
+            sub.checkpointing = enabled
             count += 1
     return count
