@@ -26,6 +26,10 @@ class CheckpointError(DaefrError):
     """A checkpoint file is missing, corrupt, unsafe or incompatible."""
 
 
+class UnsafeFileError(CheckpointError):
+    """A file asks for something daefr never does for a file: import code, unpickle, allocate without bound."""
+
+
 class ImageReadError(DaefrError):
     """An input image cannot be used; the message is one line with the reason."""
 

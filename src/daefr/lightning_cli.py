@@ -4,12 +4,52 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from lightning.pytorch import LightningDataModule, LightningModule
 from lightning.pytorch.cli import LightningCLI
 
 from daefr.errors import CheckpointError, ConfigError, DaefrError
+
+#: Stage arguments a checkpoint's hyper-parameters may not set: where outputs go and which other files
+#: are read is the user's choice (their config), never the file's. Resuming replaces the weights anyway.
+FILE_CHOSEN_KEYS = ("export_path", "init_from", "init_hq_codebook_from", "init_association_from")
+
+
+def _checkpoint_hparams(path: Path) -> dict[str, Any]:
+    """The checkpoint's ``hyper_parameters``, loaded weights-only and checked as untrusted data.
+
+    Keys of :data:`FILE_CHOSEN_KEYS` are dropped. Raises :class:`CheckpointError` (one line naming the
+    file) for an unreadable file and :class:`~daefr.errors.UnsafeFileError` for a refused class path.
+    """
+    import pickle
+
+    import torch
+
+    from daefr.registry import check_file_spec
+    from daefr.utils.archive_limits import check_zip_expansion
+    from daefr.utils.reasons import one_line_reason
+
+    check_zip_expansion(path, "checkpoint")
+    try:
+        ckpt = torch.load(path, weights_only=True, map_location="cpu")
+    except pickle.UnpicklingError as exc:
+        raise CheckpointError(f"{path}: refused or unreadable checkpoint ({one_line_reason(exc)})") from None
+    except Exception as exc:  # zip/pickle internals, a safetensors or text file: one line naming the file
+        raise CheckpointError(f"{path}: cannot load checkpoint (truncated, corrupt or not a Lightning "
+                              f"checkpoint?): {one_line_reason(exc)}") from None
+    if not isinstance(ckpt, dict):
+        raise CheckpointError(f"{path}: holds a {type(ckpt).__name__}, not a Lightning checkpoint dict")
+    hparams = ckpt.get("hyper_parameters") or {}
+    if not isinstance(hparams, dict):
+        raise CheckpointError(f"{path}: hyper_parameters is a {type(hparams).__name__}, not a mapping")
+    hparams = dict(hparams)
+    hparams.pop("_instantiator", None)
+    for key in FILE_CHOSEN_KEYS:
+        hparams.pop(key, None)
+    check_file_spec(hparams, f"{path} (hyper_parameters)")
+    return hparams
 
 
 class DaefrCLI(LightningCLI):
@@ -42,22 +82,25 @@ class DaefrCLI(LightningCLI):
             raise ConfigError(config_error_message(str(exc))) from None
 
     def _parse_ckpt_path(self) -> None:
-        # LightningCLI peeks into ckpt_path (torch.load, weights-only) for hyper-parameters before the
-        # Trainer's CheckpointIO sees it: report a corrupt or refused file as one line naming it.
-        import pickle
-
-        from daefr.utils.reasons import one_line_reason
-
+        # LightningCLI merges the checkpoint's hyper-parameters into the config before the Trainer's
+        # CheckpointIO sees the file. Those come from a file, i.e. possibly from a stranger: they are
+        # data (registry.check_file_spec: class paths only of daefr stages and registered components),
+        # and never choose where outputs go or which other files are read (FILE_CHOSEN_KEYS).
+        if not self.config.get("subcommand"):
+            return
+        ckpt_path = self.config[self.config.subcommand].get("ckpt_path")
+        if not ckpt_path or not Path(ckpt_path).is_file():
+            return
+        hparams = _checkpoint_hparams(Path(ckpt_path))
+        if not hparams:
+            return
+        if "_class_path" in hparams:
+            hparams = {"class_path": hparams.pop("_class_path"), "dict_kwargs": hparams}
         try:
-            super()._parse_ckpt_path()
-        except DaefrError:
-            raise
-        except pickle.UnpicklingError as exc:
-            raise CheckpointError(f"{self._ckpt_path_given()}: refused or unreadable checkpoint "
-                                  f"({one_line_reason(exc)})") from None
-        except (RuntimeError, EOFError, OSError, ValueError) as exc:
-            raise CheckpointError(f"{self._ckpt_path_given()}: cannot load checkpoint (truncated or corrupt?): "
-                                  f"{one_line_reason(exc)}") from None
+            self.config = self.parser.parse_object({self.config.subcommand: {"model": hparams}}, self.config)
+        except SystemExit:
+            raise CheckpointError(f"{ckpt_path}: its hyper_parameters do not parse as a daefr stage "
+                                  "configuration") from None
 
     def _ckpt_path_given(self) -> str:
         subcommand = self.config.get("subcommand") if self.config else None

@@ -7,27 +7,42 @@ Entry-point group names are ``daefr.<group>``; a plugin package declares for exa
 
 Specs accepted by :func:`build`: ``"name"``, ``{"name": ..., **kwargs}`` or
 ``{"class_path": "pkg.mod.Class", "init_args": {...}}``.
+
+Trust: a spec typed by the user (config file, command line, Python) may name any ``class_path``. A spec
+read from a model file (restorer metadata, checkpoint hyper-parameters) is data from a stranger: it may
+name only registered components (built-ins and installed entry points) and daefr training stages, with
+plain values. :func:`check_file_spec` checks such a spec before anything is built, and while
+:func:`reading_file` is active every ``class_path`` the registry resolves is held to the same rule.
 """
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import importlib
 import importlib.metadata as metadata
 import inspect
 import os
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
 
 from daefr.builtins import BUILTINS
-from daefr.errors import ConfigError, PluginLoadError, UnknownComponentError
+from daefr.errors import ConfigError, PluginLoadError, UnknownComponentError, UnsafeFileError
 
 GROUPS: tuple[str, ...] = tuple(BUILTINS)
 ENTRY_POINT_PREFIX = "daefr."
 DISABLE_ENV = "DAEFR_DISABLE_PLUGIN_AUTOLOAD"
 BUILTIN_SOURCE = "daefr (built-in)"
+#: Keys whose value names a class to import (jsonargparse and Lightning hyper-parameters).
+CLASS_PATH_KEYS = ("class_path", "_class_path")
+#: Package whose LightningModule subclasses a checkpoint's hyper-parameters may name.
+STAGE_PACKAGE = "daefr.stages"
+_PLAIN = (str, int, float, bool, type(None))
+# The file whose specs are being built (None: the user's own configuration).
+_FILE_SOURCE: ContextVar[str | None] = ContextVar("daefr_registry_file_source", default=None)
 
 
 @dataclass(frozen=True)
@@ -111,6 +126,15 @@ class Registry:
         self._entries = None
 
     # ----- registration ----------------------------------------------------------------------
+    def targets(self) -> frozenset[str]:
+        """Every registered target of every group, as ``"pkg.mod.Attr"`` (nothing is imported)."""
+        return frozenset(_dotted(e.target) for slot in self._table().values() for e in slot.values())
+
+    def is_trusted_class_path(self, path: str) -> bool:
+        """True when a file may name ``path``: a registered component or a daefr training stage."""
+        dotted = _dotted(str(path))
+        return dotted in self.targets() or _is_daefr_stage(dotted)
+
     def register(self, group: str, name: str, target: str | Callable[..., Any], description: str = "") -> None:
         """Register a component at run time (tests, notebooks); ``target`` is an object or ``"mod:attr"``."""
         _check_group(group)
@@ -160,6 +184,7 @@ class Registry:
             spec = dict(spec)
             if "class_path" in spec:
                 path = spec.pop("class_path")
+                _guard(str(path), self)
                 init_args = dict(spec.pop("init_args", None) or {})
                 if spec:
                     raise ConfigError(f"unexpected keys {sorted(spec)} beside class_path {path!r}; "
@@ -205,6 +230,7 @@ def import_object(path: str) -> Callable[..., Any]:
         module_name, _, attr = path.rpartition(".")
     if not module_name:
         raise ConfigError(f"class_path {path!r} must be a full dotted path such as 'pkg.module.Class'")
+    _guard(path, REGISTRY)
     try:
         obj: Any = importlib.import_module(module_name)
         for part in attr.split("."):
@@ -212,6 +238,71 @@ def import_object(path: str) -> Callable[..., Any]:
     except (ImportError, AttributeError) as exc:
         raise PluginLoadError(f"cannot import class_path {path!r}: {exc}") from exc
     return obj  # type: ignore[no-any-return]
+
+
+@contextlib.contextmanager
+def reading_file(source: str) -> Iterator[None]:
+    """While active, specs come from the file ``source``: only trusted class paths are imported."""
+    token = _FILE_SOURCE.set(str(source))
+    try:
+        yield
+    finally:
+        _FILE_SOURCE.reset(token)
+
+
+def check_file_spec(value: Any, source: str, where: str = "") -> None:
+    """Refuse a spec read from the file ``source`` unless it is plain data naming trusted classes only.
+
+    Plain data: dicts with string keys, lists, tuples, strings, numbers, booleans and None. Every
+    ``class_path`` (or ``_class_path``) must be a registered component or a daefr stage
+    (:meth:`Registry.is_trusted_class_path`). Raises :class:`UnsafeFileError` naming the file and the key.
+    """
+    label = where or "top level"
+    if isinstance(value, Mapping):
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise UnsafeFileError(f"{source}: refused: non-string key {key!r} at {label}; "
+                                      "a model file may hold only plain values")
+            at = f"{where}.{key}" if where else key
+            if key in CLASS_PATH_KEYS and not (isinstance(item, str) and REGISTRY.is_trusted_class_path(item)):
+                raise UnsafeFileError(
+                    f"{source}: refused: {at} names {item!r}, which is neither a registered component nor a "
+                    "daefr stage; a model file may name only those (see `daefr list`), so nothing was imported"
+                )
+            check_file_spec(item, source, at)
+    elif isinstance(value, (list, tuple)):
+        for i, item in enumerate(value):
+            check_file_spec(item, source, f"{label}[{i}]")
+    elif not isinstance(value, _PLAIN):
+        raise UnsafeFileError(f"{source}: refused: {label} holds a {type(value).__name__}; a model file's "
+                              "settings may hold only plain values")
+
+
+def _guard(path: str, registry: Registry) -> None:
+    source = _FILE_SOURCE.get()
+    if source is not None and not (registry.is_trusted_class_path(path) or REGISTRY.is_trusted_class_path(path)):
+        raise UnsafeFileError(
+            f"{source}: refused: it names class_path {path!r}, which is neither a registered component nor a "
+            "daefr stage; a model file may name only those (see `daefr list`), so nothing was imported"
+        )
+
+
+def _dotted(target: str) -> str:
+    """``"pkg.mod:Attr"`` or ``"pkg.mod.Attr"`` -> ``"pkg.mod.Attr"``."""
+    return target.replace(":", ".")
+
+
+def _is_daefr_stage(dotted: str) -> bool:
+    """True when ``dotted`` is a LightningModule class defined in :data:`STAGE_PACKAGE` (imports only daefr)."""
+    module_name, _, attr = dotted.rpartition(".")
+    if not (module_name == STAGE_PACKAGE or module_name.startswith(STAGE_PACKAGE + ".")) or not attr.isidentifier():
+        return False
+    try:
+        obj = getattr(importlib.import_module(module_name), attr)
+        from lightning.pytorch import LightningModule
+    except (ImportError, AttributeError):
+        return False
+    return isinstance(obj, type) and issubclass(obj, LightningModule) and obj.__module__.startswith(STAGE_PACKAGE)
 
 
 def describe(group: str, name: str) -> str:

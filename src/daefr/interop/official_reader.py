@@ -33,6 +33,7 @@ from typing import Any
 import torch
 
 from daefr.errors import CheckpointError
+from daefr.utils.archive_limits import check_zip_expansion
 from daefr.utils.reasons import one_line_reason, refused_pickle_global
 
 __all__ = [
@@ -147,6 +148,7 @@ def read_official_file(path: str | Path) -> Any:
     """
     path = Path(path)
     _check_file(path)
+    check_zip_expansion(path, "checkpoint")
     standins: set[str] = set()
     refused: list[str] = []
     for name in _prescan(path):

@@ -21,14 +21,20 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from daefr.errors import CheckpointError, ConfigError, WeightsNotFoundError
+from daefr.errors import CheckpointError, ConfigError, UnsafeFileError, WeightsNotFoundError
 from daefr.interop.keymap_daefr import is_daefr_final_state_dict, load_official_into_restorer
 from daefr.interop.official_reader import read_official_checkpoint
 from daefr.models.restorer import FORMAT_NAME, DAEFRRestorer, restorer_arch
+from daefr.registry import check_file_spec, reading_file
 
 __all__ = ["infer_official_arch", "infer_vqgan_arch", "load_restorer", "read_restorer_metadata", "restorer_from_official",
            "save_restorer"]
 
+#: Bytes a restorer built from a file's architecture may take beyond the file's own size when strict
+#: (every weight comes from the file, so a bigger model means the metadata is wrong or hostile).
+STRICT_SLACK_BYTES = 1 << 20
+#: Non-strict loads may initialise missing weights: the model may take this many times the file size.
+LOOSE_FACTOR = 4
 _DOWNLOAD_HINT = (
     "download DAEFR_model.ckpt from the official DAEFR release (github.com/LIAGM/DAEFR, 'pretrained models') "
     "or convert it with `daefr convert`, and pass its path"
@@ -131,20 +137,50 @@ def restorer_from_official(state_dict: Mapping[str, Tensor], *, preset: str | No
         cfg = restorer_arch("full", **{**infer_official_arch(sd), **arch})  # given keywords win
     else:
         cfg = restorer_arch(preset, **arch)
+    # no size bound here: the architecture is the caller's or read off the tensors' own shapes
     restorer = _build(cfg, fast, strict)
     report = load_official_into_restorer(restorer, sd, strict=strict)
     restorer.load_report = report
+    check_finite_weights(restorer.state_dict(), "the official checkpoint")
     return restorer.eval()
 
 
-def _build(cfg: dict[str, Any], fast: bool, strict: bool) -> DAEFRRestorer:
-    """The restorer for ``cfg``; when every weight will be loaded (strict), skip the random init."""
-    if not strict:
-        return DAEFRRestorer.from_config(cfg, fast=fast)
+def _tensor_bytes(tensors: Any) -> int:
+    return sum(t.numel() * t.element_size() for t in tensors if isinstance(t, Tensor))
+
+
+def _build(cfg: dict[str, Any], fast: bool, strict: bool, source_bytes: int | None = None,
+           where: str = "") -> DAEFRRestorer:
+    """The restorer for ``cfg``; when every weight will be loaded (strict), skip the random init.
+
+    ``source_bytes``: bytes of weights available in the file; the model is first built on the meta
+    device (no memory) and refused with :class:`UnsafeFileError` when it would need more than that
+    (plus :data:`STRICT_SLACK_BYTES`; ``LOOSE_FACTOR`` times as much when not strict).
+    """
     with torch.device("meta"):
         shell = DAEFRRestorer.from_config(cfg, fast=fast)
+    if source_bytes is not None:
+        need = _tensor_bytes([*shell.parameters(), *shell.buffers()])
+        limit = source_bytes + STRICT_SLACK_BYTES if strict else LOOSE_FACTOR * source_bytes + (256 << 20)
+        if need > limit:
+            raise UnsafeFileError(
+                f"{where}: refused: its architecture needs {need / 2**20:,.1f} MiB of weights but the file holds "
+                f"only {source_bytes / 2**20:,.1f} MiB (size limit hit: the architecture metadata is wrong or "
+                "hostile); nothing was allocated"
+            )
+    if not strict:
+        return DAEFRRestorer.from_config(cfg, fast=fast)
     # torch.empty rather than Module.to_empty: the latter imports torch._refs (about 2 s) on first use
     return shell._apply(lambda t: torch.empty(t.shape, dtype=t.dtype, device="cpu"))
+
+
+def check_finite_weights(state: Mapping[str, Tensor], where: str) -> None:
+    """Raise :class:`CheckpointError` when a floating-point weight of ``state`` holds NaN or Inf."""
+    for key, value in state.items():
+        if isinstance(value, Tensor) and value.is_floating_point() and not bool(torch.isfinite(value).all()):
+            bad = int((~torch.isfinite(value)).sum())
+            raise CheckpointError(f"{where}: weight {key!r} holds {bad} NaN/Inf value(s); the file is damaged "
+                                  "(re-download or re-export it)")
 
 
 def save_restorer(restorer: DAEFRRestorer, path: str | Path, *, overwrite: bool = True) -> Path:
@@ -181,9 +217,17 @@ def load_restorer(path: str | Path, *, fast: bool = False, device: str | torch.d
             saved_arch = json.loads(meta["arch"])
         except (KeyError, json.JSONDecodeError) as exc:
             raise CheckpointError(f"{path}: daefr restorer file with unreadable architecture metadata ({exc})") from None
+        if not isinstance(saved_arch, dict):
+            raise CheckpointError(f"{path}: the architecture metadata is a {type(saved_arch).__name__}, not a mapping")
+        check_file_spec(saved_arch, str(path), "arch")  # no class path from a stranger's file
         if preset is not None:
             raise ConfigError(f"{path} records its own architecture; 'preset' applies to official checkpoints only")
-        restorer = _from_our_file(path, restorer_arch(saved_arch, **arch), fast, strict)
+        try:
+            cfg = restorer_arch(saved_arch, **arch)
+        except ConfigError as exc:
+            raise CheckpointError(f"{path}: unusable architecture metadata: {exc}") from None
+        with reading_file(str(path)):
+            restorer = _from_our_file(path, cfg, fast, strict)
     else:
         sd = read_official_checkpoint(path)
         if is_daefr_final_state_dict(sd):
@@ -207,8 +251,8 @@ def _from_our_file(path: Path, cfg: dict[str, Any], fast: bool, strict: bool) ->
 
 def _load_ours(sd: Mapping[str, Tensor], cfg: dict[str, Any], fast: bool, strict: bool, where: str) -> DAEFRRestorer:
     try:
-        restorer = _build(cfg, fast, strict)
-    except ConfigError as exc:
+        restorer = _build(cfg, fast, strict, _tensor_bytes(sd.values()), where)
+    except (ConfigError, TypeError, ValueError) as exc:
         raise CheckpointError(f"{where}: cannot build the stored architecture: {exc}") from None
     ours = restorer.state_dict()
     missing = sorted(set(ours) - set(sd))
@@ -218,6 +262,11 @@ def _load_ours(sd: Mapping[str, Tensor], cfg: dict[str, Any], fast: bool, strict
         parts = [f"{name}: {len(keys)} ({', '.join(keys[:4])}{', ...' if len(keys) > 4 else ''})"
                  for name, keys in (("missing", missing), ("unexpected", unexpected), ("wrong shape", wrong)) if keys]
         raise CheckpointError(f"{where}: weights do not match the restorer architecture; " + "; ".join(parts))
+    for key in sorted(set(ours) & set(sd)):
+        if ours[key].is_floating_point() and not sd[key].is_floating_point():
+            raise CheckpointError(f"{where}: weight {key!r} is stored as {sd[key].dtype}, not floating point; "
+                                  "the file is damaged or was not written by daefr (re-export it)")
+    check_finite_weights({k: sd[k] for k in sorted(set(ours) & set(sd))}, where)
     restorer.load_state_dict({k: v for k, v in sd.items() if k in ours and k not in wrong}, strict=False)
     return restorer.eval()
 

@@ -18,6 +18,7 @@ from lightning.fabric.utilities.cloud_io import get_filesystem
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from daefr.errors import CheckpointError
+from daefr.utils.archive_limits import check_zip_expansion
 from daefr.utils.io import atomic_torch_save
 from daefr.utils.reasons import one_line_reason, refused_pickle_global
 
@@ -61,6 +62,7 @@ class AtomicCheckpointIO(TorchCheckpointIO):
                 raise CheckpointError(f"{local}: is a directory, not a checkpoint file")
             if local.stat().st_size == 0:
                 raise CheckpointError(f"{local}: checkpoint file is empty (0 bytes); it was cut off while writing")
+            check_zip_expansion(local, "checkpoint")
         try:
             checkpoint = super().load_checkpoint(path, map_location=map_location, weights_only=weights_only)
         except pickle.UnpicklingError as exc:
