@@ -74,7 +74,7 @@ def main(args: Sequence[str] | None = None) -> int:
     module = modules[command]
     parser = argparse.ArgumentParser(prog=f"daefr {command}", description=module.HELP)
     module.add_arguments(parser)
-    ns = parser.parse_args(rest)
+    ns = parser.parse_intermixed_args(rest)  # options may follow positional lists (`train CHAIN a=1 --out D`)
     try:
         return int(module.run(ns) or 0)
     except DaefrError as exc:

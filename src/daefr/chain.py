@@ -1,0 +1,337 @@
+"""Chains: the DAEFR training stages run in order, each starting from the previous stages' checkpoints.
+
+A chain file (``configs/<recipe>/chain.yaml``) names ordinary stage configs and how their checkpoints
+feed each other::
+
+    name: tiny
+    out: runs/tiny                    # each stage writes into <out>/<stage>/
+    overrides: {seed_everything: 0}   # dotted keys applied to every stage (a mapping value replaces)
+    stages:
+      - {name: hq_codebook, config: hq_codebook.yaml}
+      - {name: lq_codebook, config: lq_codebook.yaml}
+      - name: association
+        config: association.yaml
+        inputs: {model.init_args.init_hq_from: hq_codebook, model.init_args.init_lq_from: lq_codebook}
+
+:func:`run_chain` writes every stage's configuration as run (``<out>/<stage>/stage_config.yaml``), points its
+outputs (checkpoints, logs, exported restorer) into the stage folder, runs it with ``daefr fit``, and
+records what ran in ``<out>/chain.json``: configuration hashes, checkpoints with sha256, times and final
+metrics. A rerun skips finished stages whose configuration is unchanged and resumes an interrupted stage
+from its ``last.ckpt`` (Lightning restores optimizer, schedule, RNG and data position exactly).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from lightning.pytorch import Callback, LightningModule, Trainer
+from omegaconf import DictConfig, ListConfig, OmegaConf
+
+from daefr.errors import ConfigError, DaefrError
+
+MANIFEST = "chain.json"
+MANIFEST_FORMAT = "daefr-chain-v1"
+FINAL_CHECKPOINT = "final.ckpt"
+METRICS_FILE = "final_metrics.json"
+STAGE_CONFIG = "stage_config.yaml"
+_CHECKPOINT_CALLBACK = "lightning.pytorch.callbacks.ModelCheckpoint"
+
+
+class ChainError(DaefrError):
+    """A chain cannot run as asked (changed configuration of a finished stage, a stage failed, ...)."""
+
+
+@dataclass(frozen=True)
+class ChainStage:
+    """One stage of a chain: its config file, the checkpoints it takes from earlier stages, overrides."""
+
+    name: str
+    config: Path
+    inputs: dict[str, str] = field(default_factory=dict)  # dotted config key -> earlier stage name
+    overrides: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Chain:
+    """A parsed chain file: stages in order, the output folder and the overrides shared by all stages."""
+
+    name: str
+    path: Path
+    out: Path
+    stages: tuple[ChainStage, ...]
+    overrides: dict[str, Any] = field(default_factory=dict)
+
+    def stage_dir(self, stage: str) -> Path:
+        """The folder of one stage's outputs."""
+        return self.out / stage
+
+    def final_checkpoint(self, stage: str) -> Path:
+        """The checkpoint a finished stage hands to the next ones."""
+        return self.stage_dir(stage) / "checkpoints" / FINAL_CHECKPOINT
+
+
+def parse_overrides(items: Sequence[str]) -> dict[str, Any]:
+    """``["a.b=1", "c={x: 2}"]`` -> ``{"a.b": 1, "c": {"x": 2}}`` (values read as YAML)."""
+    parsed: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"override {item!r} is not KEY=VALUE (e.g. trainer.max_steps=100)")
+        try:
+            parsed[key.strip()] = yaml.safe_load(value)
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"override {item!r}: the value is not valid YAML ({exc})") from None
+    return parsed
+
+
+def load_chain(path: str | Path, out: str | Path | None = None, overrides: Sequence[str] = ()) -> Chain:
+    """Read a chain file; ``overrides`` are ``KEY=VALUE`` for every stage or ``STAGE.KEY=VALUE`` for one."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"chain file {path} not found")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML ({exc})") from None
+    if not isinstance(raw, dict) or not isinstance(raw.get("stages"), list) or not raw["stages"]:
+        raise ConfigError(f"{path}: a chain file needs a non-empty 'stages' list (see docs/training.md, Chains)")
+    unknown = set(raw) - {"name", "out", "overrides", "stages"}
+    if unknown:
+        raise ConfigError(f"{path}: unknown chain keys {sorted(unknown)}; use name, out, overrides, stages")
+    stages: list[ChainStage] = []
+    for i, entry in enumerate(raw["stages"]):
+        if not isinstance(entry, dict) or "name" not in entry or "config" not in entry:
+            raise ConfigError(f"{path}: stage {i} needs 'name' and 'config'")
+        extra = set(entry) - {"name", "config", "inputs", "overrides"}
+        if extra:
+            raise ConfigError(f"{path}: stage {entry['name']!r} has unknown keys {sorted(extra)}")
+        name = str(entry["name"])
+        if name in {s.name for s in stages}:
+            raise ConfigError(f"{path}: stage name {name!r} appears twice")
+        inputs = {str(k): str(v) for k, v in (entry.get("inputs") or {}).items()}
+        for key, source in inputs.items():
+            if source not in {s.name for s in stages}:
+                raise ConfigError(f"{path}: stage {name!r} input {key} names {source!r}, "
+                                  f"which is not an earlier stage")
+        config = (path.parent / str(entry["config"])).resolve()
+        if not config.is_file():
+            raise ConfigError(f"{path}: stage {name!r} config {config} not found")
+        stages.append(ChainStage(name, config, inputs, dict(entry.get("overrides") or {})))
+    shared = dict(raw.get("overrides") or {})
+    names = {s.name for s in stages}
+    for key, value in parse_overrides(overrides).items():
+        head, _, rest = key.partition(".")
+        if head in names and rest:
+            index = next(i for i, s in enumerate(stages) if s.name == head)
+            stage = stages[index]
+            stages[index] = ChainStage(stage.name, stage.config, stage.inputs, {**stage.overrides, rest: value})
+        else:
+            shared[key] = value
+    out_dir = Path(out) if out is not None else Path(str(raw.get("out") or Path("runs") / path.stem))
+    return Chain(str(raw.get("name") or path.parent.name), path.resolve(), out_dir, tuple(stages), shared)
+
+
+def _set(config: DictConfig, key: str, value: Any) -> None:
+    OmegaConf.update(config, key, value, merge=False, force_add=True)
+
+
+def _route_outputs(config: DictConfig, chain: Chain, stage: ChainStage) -> None:
+    """Point the stage's checkpoints, logs and exports into its folder; add the chain's recorder."""
+    folder = chain.stage_dir(stage.name)
+    _set(config, "trainer.default_root_dir", str(folder))
+    loggers = OmegaConf.select(config, "trainer.logger")
+    for logger in loggers if isinstance(loggers, ListConfig) else [loggers]:
+        if isinstance(logger, DictConfig) and "class_path" in logger:
+            args = logger.setdefault("init_args", {})
+            args["save_dir"] = str(folder)
+            if str(logger["class_path"]).endswith("WandbLogger"):
+                args["group"], args["job_type"] = chain.name, stage.name
+                args.setdefault("name", f"{chain.name}/{stage.name}")
+    callbacks = OmegaConf.select(config, "trainer.callbacks") or ListConfig([])
+    for callback in callbacks:
+        if isinstance(callback, DictConfig) and callback.get("class_path") == _CHECKPOINT_CALLBACK:
+            callback.setdefault("init_args", {})["dirpath"] = str(folder / "checkpoints")
+    callbacks.append({"class_path": "daefr.chain.ChainRecorder",
+                      "init_args": {"checkpoint": str(chain.final_checkpoint(stage.name)),
+                                    "metrics": str(folder / METRICS_FILE)}})
+    _set(config, "trainer.callbacks", callbacks)
+    if OmegaConf.select(config, "model.init_args.export_path") is not None:
+        _set(config, "model.init_args.export_path", str(folder / "restorer.safetensors"))
+
+
+def stage_config(chain: Chain, stage: ChainStage) -> DictConfig:
+    """The configuration a stage runs with: its file, the chain's overrides, outputs and inputs wired."""
+    try:
+        config = OmegaConf.load(stage.config)
+    except Exception as exc:  # noqa: BLE001 - OmegaConf raises several parser errors
+        raise ConfigError(f"{stage.config}: cannot read stage config ({exc})") from None
+    if not isinstance(config, DictConfig):
+        raise ConfigError(f"{stage.config}: a stage config must be a mapping")
+    for key, value in {**chain.overrides, **stage.overrides}.items():
+        _set(config, key, value)
+    _route_outputs(config, chain, stage)
+    for key, source in stage.inputs.items():
+        _set(config, key, str(chain.final_checkpoint(source)))
+    try:
+        OmegaConf.resolve(config)
+    except Exception as exc:  # noqa: BLE001 - interpolation errors come in several classes
+        raise ConfigError(f"{stage.config}: {exc}") from None
+    return config
+
+
+def sha256(path: Path) -> str:
+    """Hex sha256 of a file, read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _write_json(path: Path, data: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def read_manifest(chain: Chain) -> dict[str, Any]:
+    """The chain's manifest, or an empty one when the chain never ran in ``chain.out``."""
+    path = chain.out / MANIFEST
+    if not path.is_file():
+        return {"format": MANIFEST_FORMAT, "chain": chain.name, "stages": {}}
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ChainError(f"{path}: unreadable chain manifest ({exc}); move it away to start over") from None
+    if data.get("format") != MANIFEST_FORMAT:
+        raise ChainError(f"{path} is not a daefr chain manifest (format {data.get('format')!r})")
+    return dict(data)
+
+
+class ChainRecorder(Callback):
+    """Saves the final checkpoint and the final metrics of a chain stage when training ends.
+
+    ``last.ckpt`` is only as recent as the last ``every_n_train_steps`` multiple; the chain hands the
+    state at the very end of training to the next stage.
+    """
+
+    def __init__(self, checkpoint: str, metrics: str) -> None:
+        self.checkpoint, self.metrics = checkpoint, metrics
+
+    def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        trainer.save_checkpoint(self.checkpoint)  # collective under DDP; rank 0 writes
+        if trainer.is_global_zero:
+            values = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
+            _write_json(Path(self.metrics), {"global_step": trainer.global_step, "metrics": values})
+
+
+def _config_hash(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def _move_aside(chain: Chain, stage: str) -> None:
+    folder = chain.stage_dir(stage)
+    if folder.exists():
+        target = chain.out / ".previous" / f"{stage}-{time.strftime('%Y%m%d-%H%M%S')}"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.move(str(folder), str(target))
+
+
+def run_chain(
+    chain: Chain,
+    rerun: Sequence[str] = (),
+    fit: Callable[[list[str]], int] | None = None,
+    say: Callable[[str], None] = print,
+) -> dict[str, Any]:
+    """Run the chain's stages in order, skipping finished ones and resuming an interrupted one.
+
+    ``rerun`` names stages to run again from scratch (their old folders move to ``<out>/.previous/``);
+    every later stage reruns too. ``fit`` runs ``daefr fit`` arguments (default: in this process).
+    Returns the manifest.
+    """
+    if fit is None:
+        from daefr.lightning_cli import run_lightning
+
+        fit = run_lightning
+    names = [s.name for s in chain.stages]
+    unknown = set(rerun) - set(names)
+    if unknown:
+        raise ConfigError(f"--rerun names unknown stages {sorted(unknown)}; the chain has {names}")
+    first_rerun = min((names.index(n) for n in rerun), default=len(names))
+    manifest = read_manifest(chain)
+    records: dict[str, Any] = manifest.setdefault("stages", {})
+    manifest.update(chain=chain.name, chain_file=str(chain.path), out=str(chain.out))
+    for index, stage in enumerate(chain.stages):
+        tag = f"[{index + 1}/{len(names)}] {stage.name}"
+        folder = chain.stage_dir(stage.name)
+        text = OmegaConf.to_yaml(stage_config(chain, stage))
+        digest = _config_hash(text)
+        inputs = {source: records[source]["checkpoint"]["sha256"] for source in sorted(set(stage.inputs.values()))}
+        record = records.get(stage.name, {})
+        if record and index >= first_rerun:
+            _move_aside(chain, stage.name)
+            record = {}
+        if record and record.get("config_sha256") != digest:
+            raise ChainError(f"stage {stage.name!r} ran before with another configuration "
+                             f"({folder / STAGE_CONFIG}); rerun it with --rerun {stage.name} (later stages rerun "
+                             f"too) or use another --out")
+        final = chain.final_checkpoint(stage.name)
+        if record.get("status") == "finished":
+            if record.get("inputs") == inputs and final.is_file() and sha256(final) == record["checkpoint"]["sha256"]:
+                say(f"{tag}: finished before, skipped")
+                continue
+            say(f"{tag}: its inputs or checkpoint changed since it finished; training it again")
+            _move_aside(chain, stage.name)
+            record = {}
+        last = folder / "checkpoints" / "last.ckpt"
+        resume = record.get("status") == "running" and record.get("inputs") == inputs and last.is_file()
+        if record and not resume:  # interrupted before its first checkpoint, or its inputs changed
+            _move_aside(chain, stage.name)
+        folder.mkdir(parents=True, exist_ok=True)
+        config_path = folder / STAGE_CONFIG
+        tmp = folder / f".{STAGE_CONFIG}.tmp"
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, config_path)
+        say(f"{tag}: " + (f"resuming from {last}" if resume else "training"))
+        started = time.time()
+        records[stage.name] = {"status": "running", "config": str(config_path), "config_sha256": digest,
+                               "inputs": inputs, "started": record.get("started", started) if resume else started}
+        _write_json(chain.out / MANIFEST, manifest)
+        args = ["fit", "--config", str(config_path)] + (["--ckpt_path", str(last)] if resume else [])
+        code = fit(args)
+        if code == 0 and not final.is_file() and resume and last.is_file():
+            # resumed from a last.ckpt taken at max_steps: Lightning has nothing left to run
+            shutil.copy2(last, final)
+        if code != 0 or not final.is_file():
+            raise ChainError(f"stage {stage.name!r} failed (exit code {code}); fix the cause and rerun the same "
+                             f"command to resume it")
+        metrics_path = folder / METRICS_FILE
+        metrics = json.loads(metrics_path.read_text(encoding="utf-8")) if metrics_path.is_file() else {}
+        seconds = time.time() - started
+        records[stage.name].update(
+            status="finished", finished=time.time(), seconds=round(seconds, 1),
+            checkpoint={"path": str(final), "sha256": sha256(final)}, metrics=metrics.get("metrics", {}),
+            global_step=metrics.get("global_step"),
+        )
+        export = folder / "restorer.safetensors"
+        if export.is_file():
+            records[stage.name]["restorer"] = {"path": str(export), "sha256": sha256(export)}
+        _write_json(chain.out / MANIFEST, manifest)
+        say(f"{tag}: finished in {seconds:.0f} s -> {final}")
+    return manifest
+
+
+def stage_inputs(manifest: Mapping[str, Any]) -> dict[str, str]:
+    """Stage name -> final checkpoint path of every finished stage in a manifest."""
+    return {name: rec["checkpoint"]["path"] for name, rec in manifest.get("stages", {}).items()
+            if rec.get("status") == "finished"}

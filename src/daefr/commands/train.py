@@ -1,0 +1,39 @@
+"""``daefr train CHAIN.yaml [KEY=VALUE ...]``: run a whole training chain (stages in order, resumable)."""
+
+from __future__ import annotations
+
+import argparse
+
+NAME = "train"
+HELP = "train a chain of stages (e.g. configs/tiny/chain.yaml): skips finished stages, resumes an interrupted one"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("chain", help="chain file: stage configs in order and how their checkpoints feed each other")
+    parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
+                        help="config overrides for every stage (trainer.max_steps=100), or for one stage "
+                             "(association.model.init_args.learning_rate=1e-4); values are YAML")
+    parser.add_argument("--out", "-o", default=None, help="output folder (default: the chain file's 'out')")
+    parser.add_argument("--rerun", action="append", default=[], metavar="STAGE",
+                        help="train STAGE (and every later stage) again from scratch; repeatable")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="print each stage's configuration as it would run, and train nothing")
+
+
+def run(args: argparse.Namespace) -> int:
+    from omegaconf import OmegaConf
+
+    from daefr.chain import load_chain, run_chain, stage_config
+
+    chain = load_chain(args.chain, out=args.out, overrides=args.overrides)
+    if args.dry_run:
+        for stage in chain.stages:
+            print(f"# ---- {stage.name} ({stage.config})")
+            print(OmegaConf.to_yaml(stage_config(chain, stage)))
+        return 0
+    manifest = run_chain(chain, rerun=args.rerun)
+    print(f"chain {chain.name!r} finished: {chain.out / 'chain.json'}")
+    for name, record in manifest["stages"].items():
+        shown = ", ".join(f"{k} {v:.4g}" for k, v in sorted(record.get("metrics", {}).items()) if "val/" in k)
+        print(f"  {name:<14}{record['checkpoint']['path']}" + (f"  ({shown})" if shown else ""))
+    return 0
