@@ -41,6 +41,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="SRC holds lq/ and gt/ with the same names (auto-detected when both exist)")
     parser.add_argument("--workers", type=int, default=min(8, os.cpu_count() or 1),
                         help="processes that decode and encode images (default: CPU count, at most 8)")
+    parser.add_argument("--force", action="store_true",
+                        help="write into a folder that holds other shards (they are kept; only PREFIX-*.tar "
+                             "and manifest.json are replaced)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
@@ -61,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
         return tqdm(stream, total=total, unit="img", desc="sharding", disable=args.quiet, file=sys.stderr)
 
     manifest = write_shards(Path(args.src), Path(args.out), options,
-                            paired=True if args.paired else None, progress=bar)
+                            paired=True if args.paired else None, progress=bar, force=args.force)
     summary = BatchSummary(
         ok=manifest["total"],
         failures=tuple(BatchFailure(e["file"], e["reason"]) for e in manifest["skipped"]),

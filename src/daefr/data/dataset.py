@@ -117,6 +117,7 @@ class FaceDataset(IterableDataset[dict[str, Any]]):
         self.max_corrupt_fraction, self.corrupt_min_samples = max_corrupt_fraction, corrupt_min_samples
         self.min_size = min_size
         self.units: list[Unit] = source.units()
+        self._unreadable: list[str] = []  # shards found broken while counting their samples
         self.paired = source.paired
         # set by the DataModule (from the Trainer) before each pass; explicit for tests / plain use
         self.rank, self.world_size, self.epoch, self.num_workers = 0, 1, 0, 1
@@ -130,12 +131,34 @@ class FaceDataset(IterableDataset[dict[str, Any]]):
         self.num_workers = max(1, num_workers)
 
     def counts(self) -> list[int]:
-        """Samples per unit; shards without a manifest are counted once by reading them."""
-        from daefr.data.sources import count_tar_samples
+        """Samples per unit; shards without a manifest are counted once by reading them.
 
-        filled = [u.count if u.count is not None else count_tar_samples(u.name) for u in self.units]
+        A shard that cannot be read (missing, empty, not a tar, truncated) counts the samples before the
+        damage; it is skipped (and counted as corrupt when read), or stops with one line if none is readable.
+        """
+        filled = [u.count if u.count is not None else self._count_unit(u) for u in self.units]
         self.units = [Unit(u.name, n) for u, n in zip(self.units, filled)]
+        if self.units and not any(filled) and self._unreadable:
+            raise CorruptDataError(
+                f"none of the {len(self.units)} {self.name} shards holds a readable sample; "
+                f"first problem: {self._unreadable[0]}. Check the paths or re-shard the data (`daefr shard`)"
+            )
         return filled
+
+    def _count_unit(self, unit: Unit) -> int:
+        from daefr.data.sources import iter_tar_samples, open_shard
+
+        counted = 0
+        try:
+            with open_shard(unit.name) as stream:
+                for _ in iter_tar_samples(stream, unit.name):
+                    counted += 1
+        except (SourceReadError, OSError, ValueError) as exc:
+            reason = str(exc) if isinstance(exc, SourceReadError) else f"cannot open shard {unit.name}: {exc}"
+            self._unreadable.append(reason)
+            log.warning("%s data: %s; skipped as corrupt (%d readable samples before the damage are used)",
+                        self.name, reason, counted)
+        return counted
 
     def _split(self) -> str:
         return choose_split(self.split, len(self.units), self.world_size, self.num_workers)

@@ -13,6 +13,7 @@ import hashlib
 import io
 import json
 import os
+import re
 import tarfile
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor
@@ -27,6 +28,7 @@ from daefr.errors import ConfigError, ImageReadError
 MANIFEST_FORMAT = "daefr-shards/1"
 TAR_BLOCK = 512
 TAR_RECORD = 20 * TAR_BLOCK  # tarfile pads the archive to whole records
+_SHARD_NAME = re.compile(r"[A-Za-z0-9_-]+-[0-9]{6}\.tar")  # what we write: {prefix}-NNNNNN.tar
 
 
 @dataclass(frozen=True)
@@ -50,8 +52,8 @@ class ShardOptions:
             raise ConfigError("--maxcount and --maxsize must be positive")
         if self.size is not None and self.size < self.min_size:
             raise ConfigError(f"--size {self.size} is below --min-size {self.min_size}")
-        if not self.prefix or "/" in self.prefix or "." in self.prefix:
-            raise ConfigError(f"--prefix {self.prefix!r} must be a plain name without '/' or '.'")
+        if not re.fullmatch(r"[A-Za-z0-9_-]+", self.prefix):
+            raise ConfigError(f"--prefix {self.prefix!r} must be a plain name of letters, digits, '_' and '-'")
 
 
 @dataclass(frozen=True)
@@ -243,18 +245,21 @@ def write_shards(
     options: ShardOptions | None = None,
     paired: bool | None = None,
     progress: Callable[[Iterable[Processed], int], Iterable[Processed]] | None = None,
+    force: bool = False,
 ) -> dict[str, Any]:
     """Shard ``src`` into ``out_dir``; returns the manifest (also written to ``out_dir/manifest.json``).
 
     ``progress`` wraps the stream of processed samples (e.g. a tqdm bar); it gets the total as well.
+    ``out_dir`` must be empty or hold only shards of an earlier run with the same prefix (listed by
+    our manifest); ``force`` writes beside other files, which are never deleted.
     """
     options = options or ShardOptions()
     options.validate()
     src_path, out = Path(src), Path(out_dir)
     items, skipped = collect_inputs(src_path, paired)
     is_paired = any("lq" in item.paths for item in items)
+    previous = _check_output_folder(out, options.prefix, force)
     out.mkdir(parents=True, exist_ok=True)
-    previous = _previous_shards(out)
     stream: Iterable[Processed] = _process_all(items, options)
     if progress is not None:
         stream = progress(stream, len(items))
@@ -281,7 +286,7 @@ def write_shards(
         if current is not None:
             current.abort()
     for name in previous - {s["name"] for s in shards}:
-        (out / name).unlink(missing_ok=True)  # stale shards of an earlier, larger run
+        (out / name).unlink(missing_ok=True)  # our stale shards of an earlier, larger run (checked above)
     manifest = {
         "format": MANIFEST_FORMAT,
         "source": str(src_path),
@@ -296,11 +301,50 @@ def write_shards(
     return manifest
 
 
-def _previous_shards(out: Path) -> set[str]:
+def _our_manifest_names(out: Path) -> set[str] | None:
+    """Shard names listed by a manifest that ``daefr shard`` wrote in ``out`` (None: no such manifest).
+
+    Only plain file names (no folders, no ``..``, no absolute paths) count; anything else in a manifest
+    is ignored, so a crafted manifest can never point outside the folder.
+    """
     try:
-        return {s["name"] for s in json.loads((out / MANIFEST_NAME).read_text())["shards"]}
-    except (OSError, ValueError, KeyError, TypeError):
+        data = json.loads((out / MANIFEST_NAME).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(data, dict) or data.get("format") != MANIFEST_FORMAT or not isinstance(data.get("shards"), list):
+        return None
+    names = {s.get("name") for s in data["shards"] if isinstance(s, dict)}
+    return {n for n in names if isinstance(n, str) and _SHARD_NAME.fullmatch(n)}
+
+
+def _is_shard_file(name: str) -> bool:
+    return name.endswith(".tar") or ".tar." in name or name.endswith(".tgz")
+
+
+def _check_output_folder(out: Path, prefix: str, force: bool) -> set[str]:
+    """Refuse a folder holding shards this command would not own; returns our stale shards to remove.
+
+    Our own shards are ``{prefix}-NNNNNN.tar`` files listed by a ``daefr shard`` manifest in ``out``;
+    everything else (other prefixes, other tools' shards, a foreign manifest) is someone else's: refused
+    unless ``force``, and even then never deleted (only our own names are replaced).
+    """
+    if not out.exists():
         return set()
+    if not out.is_dir():
+        raise ConfigError(f"output {out} exists and is not a folder; give a folder for the shards")
+    listed = _our_manifest_names(out)
+    ours = {n for n in (listed or set()) if re.fullmatch(rf"{re.escape(prefix)}-[0-9]{{6}}\.tar", n)}
+    foreign_manifest = (out / MANIFEST_NAME).exists() and listed is None
+    others = sorted(p.name for p in out.iterdir() if _is_shard_file(p.name) and p.name not in ours)
+    if (others or foreign_manifest) and not force:
+        what = f"{len(others)} shard files it did not write with --prefix {prefix} (e.g. {others[0]})" if others \
+            else f"a {MANIFEST_NAME} that `daefr shard` did not write"
+        raise ConfigError(
+            f"{out} already holds {what}; write into an empty folder or one holding only this prefix's shards, "
+            f"or pass --force to write {prefix}-*.tar beside them (other files are kept, {MANIFEST_NAME} is replaced)"
+        )
+    # only regular files directly inside out (never a symlink, never followed elsewhere)
+    return {n for n in ours if (out / n).is_file() and not (out / n).is_symlink()}
 
 
 def _brace_pattern(prefix: str, n: int) -> str:

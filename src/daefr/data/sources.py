@@ -13,6 +13,7 @@ by ``daefr shard`` stands for its shards, with exact per-shard counts.
 from __future__ import annotations
 
 import abc
+import io
 import json
 import os
 import tarfile
@@ -28,6 +29,9 @@ IMAGE_SUFFIXES = IMAGE_EXTENSIONS  # the same files `daefr restore` and `evaluat
 HQ_FIELDS = ("png", "jpg", "jpeg", "webp", "bmp", "tif", "tiff", "gif", "hq.png", "hq.jpg", "gt.png", "gt.jpg")
 LQ_FIELDS = ("lq.png", "lq.jpg", "lq.jpeg", "lq.webp")
 MANIFEST_NAME = "manifest.json"
+# a compressed shard may expand to this many bytes freely, and beyond that to this many times its size
+DECOMPRESS_FREE_BYTES = 64 << 20
+DECOMPRESS_MAX_RATIO = 32
 
 RawSample = tuple[str, dict[str, bytes]]
 
@@ -111,7 +115,7 @@ def _manifest_units(directory: Path) -> list[Unit]:
 
 
 def open_url(url: str) -> IO[bytes]:
-    """Open a shard for reading: local path, ``file://``, ``pipe:CMD`` or any fsspec URL."""
+    """Open a shard's raw bytes: local path, ``file://``, ``pipe:CMD`` or any fsspec URL."""
     if url.startswith("pipe:"):
         from webdataset.gopen import gopen
 
@@ -121,6 +125,80 @@ def open_url(url: str) -> IO[bytes]:
     import fsspec
 
     return fsspec.open(url, "rb").open()  # type: ignore[no-any-return]
+
+
+class _CountingReader(io.RawIOBase):
+    """Passes reads through and counts the bytes (the compressed side of a shard)."""
+
+    def __init__(self, raw: IO[bytes]) -> None:
+        self.raw, self.count = raw, 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        data = self.raw.read(len(buffer))
+        n = len(data)
+        buffer[:n] = data
+        self.count += n
+        return n
+
+    def close(self) -> None:
+        self.raw.close()
+        super().close()
+
+
+class _BoundedDecompression(io.RawIOBase):
+    """Decompressed bytes of a shard, refused once they outgrow the compressed bytes read (bomb guard)."""
+
+    def __init__(self, decompressed: IO[bytes], compressed: _CountingReader, name: str) -> None:
+        self.inner, self.compressed, self.name, self.count = decompressed, compressed, name, 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        data = self.inner.read(len(buffer))
+        n = len(data)
+        buffer[:n] = data
+        self.count += n
+        if self.count > max(DECOMPRESS_FREE_BYTES, DECOMPRESS_MAX_RATIO * self.compressed.count):
+            raise SourceReadError(
+                f"shard {self.name} expands to over {self.count >> 20} MiB from {self.compressed.count >> 10} KiB "
+                f"compressed, above the decompression limit ({DECOMPRESS_MAX_RATIO}x the compressed size beyond "
+                f"the first {DECOMPRESS_FREE_BYTES >> 20} MiB): a decompression bomb or a broken file; re-shard it"
+            )
+        return n
+
+    def close(self) -> None:
+        self.inner.close()
+        self.compressed.close()
+        super().close()
+
+
+def open_shard(url: str) -> IO[bytes]:
+    """The tar bytes of a shard (``.tar`` or gzip / bzip2 / xz compressed), with a bounded expansion.
+
+    Compressed shards are decompressed here, not by the tar reader, so that a small file that expands
+    without limit (a decompression bomb) is stopped with a :class:`SourceReadError` early.
+    """
+    import bz2
+    import gzip
+    import lzma
+
+    counting = _CountingReader(open_url(url))
+    buffered = io.BufferedReader(counting)
+    magic = buffered.peek(6)[:6]
+    opener: Any = None
+    if magic.startswith(b"\x1f\x8b"):
+        opener = gzip.GzipFile
+    elif magic.startswith(b"BZh"):
+        opener = bz2.BZ2File
+    elif magic.startswith(b"\xfd7zXZ\x00"):
+        opener = lzma.LZMAFile
+    if opener is None:
+        return buffered
+    return io.BufferedReader(_BoundedDecompression(opener(fileobj=buffered), counting, url))
 
 
 def iter_tar_samples(stream: IO[bytes], name: str) -> Iterator[RawSample]:
@@ -150,12 +228,6 @@ def iter_tar_samples(stream: IO[bytes], name: str) -> Iterator[RawSample]:
         yield key, fields
 
 
-def count_tar_samples(url: str) -> int:
-    """Number of samples in one shard (reads it once; used when no manifest gives the counts)."""
-    with open_url(url) as stream:
-        return sum(1 for _ in iter_tar_samples(stream, url))
-
-
 class ShardSource(Source):
     """WebDataset tar shards: paths, brace patterns, ``pipe:``, fsspec URLs or a ``daefr shard`` folder."""
 
@@ -163,6 +235,13 @@ class ShardSource(Source):
         self.spec = urls
         self._units = expand_shard_urls(urls)
         self._paired = paired
+        local = [u.name for u in self._units if _is_local(u.name)]
+        if local and len(local) == len(self._units) and not any(Path(_local_path(n)).exists() for n in local):
+            shown = local[0] if len(local) == 1 else f"{local[0]} (and {len(local) - 1} more)"
+            raise ConfigError(
+                f"data path {shown} does not exist: give a folder of images, a folder written by `daefr shard`, "
+                "shard files (a.tar::b.tar, brace patterns) or a URL"
+            )
 
     @property
     def paired(self) -> bool:  # type: ignore[override]
@@ -173,7 +252,7 @@ class ShardSource(Source):
     def _detect_paired(self) -> bool:
         for unit in self._units[:1]:
             try:
-                with open_url(unit.name) as stream:
+                with open_shard(unit.name) as stream:
                     for _, fields in iter_tar_samples(stream, unit.name):
                         return any(f in fields for f in LQ_FIELDS)
             except SourceReadError:
@@ -185,7 +264,7 @@ class ShardSource(Source):
 
     def read(self, unit: Unit) -> Iterator[RawSample]:
         try:
-            stream = open_url(unit.name)
+            stream = open_shard(unit.name)
         except (OSError, ValueError) as exc:
             raise SourceReadError(f"cannot open shard {unit.name}: {exc}") from exc
         with stream:
