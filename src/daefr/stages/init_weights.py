@@ -38,10 +38,15 @@ _LAYOUTS: dict[str, list[tuple[str, str]]] = {
 
 
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
-    """The state dict of a checkpoint file (Lightning ckpt, official ckpt, state dict or safetensors)."""
-    from daefr.interop.official_reader import read_official_checkpoint
+    """The state dict of a checkpoint (Lightning ckpt, official ckpt, state dict or safetensors).
 
-    return read_official_checkpoint(path)
+    ``path`` is a weights spec: a file, a short name such as ``daefr-hq-codebook``, an
+    ``hf://OWNER/REPO/FILE[@REVISION]`` URI or a URL (see :func:`daefr.utils.weights.resolve_weights_spec`).
+    """
+    from daefr.interop.official_reader import read_official_checkpoint
+    from daefr.utils.weights import resolve_weights_spec
+
+    return read_official_checkpoint(resolve_weights_spec(path, "checkpoint to initialise from"))
 
 
 def _strip(sd: Mapping[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:

@@ -1,9 +1,13 @@
-"""Locate and read pretrained weight files by path; nothing is ever downloaded.
+"""Locate and read pretrained weight files: by path, short name, ``hf://`` URI or URL.
 
-Every component that needs weights takes an explicit path; when it is left out the file is looked up
-by its conventional name in ``$DAEFR_WEIGHTS_DIR`` (and, for files torchvision/torch.hub would cache,
-in the torch hub checkpoint folder). A missing file raises :class:`WeightsNotFoundError` naming the
-file, what it is, where it can be downloaded and where to put it.
+Every component that needs weights takes a *spec*: a local path (as always), a short name from
+:data:`daefr.utils.hub.KNOWN_WEIGHTS` (``daefr``, ``vgg16``, ...), ``hf://OWNER/REPO/FILE[@REVISION]``
+or an ``https://`` URL; :func:`resolve_weights_spec` turns any of them into a local, regular file
+(names and URIs are fetched into the standard caches on first use, hash-checked, never when
+``HF_HUB_OFFLINE`` is set; see :mod:`daefr.utils.hub`). When no spec is given, the file is looked up by
+its conventional name in ``$DAEFR_WEIGHTS_DIR``, in the torch.hub checkpoint folder and in the cache of
+the known weights of that name, without any network access. Errors are one line saying what is
+missing and how to get it (``daefr weights download NAME``).
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from daefr.errors import CheckpointError, WeightsNotFoundError
+from daefr.utils import hub
 
 WEIGHTS_DIR_ENV = "DAEFR_WEIGHTS_DIR"
 
@@ -32,6 +37,35 @@ def torch_hub_checkpoint_dir() -> Path:
     return Path(torch_home) / "hub" / "checkpoints"
 
 
+def resolve_weights_spec(spec: str | os.PathLike[str], what: str = "weights") -> Path:
+    """A local, regular file for a path, short name, ``hf://`` URI or URL (downloaded when needed).
+
+    A path that exists wins over a name of the same spelling. The one function to wrap any place
+    that takes weights: ``path = resolve_weights_spec(path, "restorer weights")``.
+    """
+    text = os.fspath(spec)
+    if isinstance(text, bytes):  # os.PathLike[bytes] never reaches here in practice
+        text = text.decode()
+    candidate = Path(text).expanduser()
+    if not os.path.lexists(candidate) and hub.is_remote_spec(text):
+        return hub.fetch(text, what=what)
+    if not os.path.lexists(candidate):
+        raise WeightsNotFoundError(f"{what}: file {text!r} not found{_name_hint(text)}")
+    return hub.require_regular_file(candidate, what)
+
+
+def _name_hint(text: str) -> str:
+    """Suggest a known name when ``text`` looks like a mistyped one (no folder, no suffix)."""
+    if "/" in text or os.sep in text or Path(text).suffix:
+        return ""
+    import difflib
+
+    close = difflib.get_close_matches(text, list(hub.KNOWN_WEIGHTS), n=2, cutoff=0.6)
+    if close:
+        return f"; did you mean the name {' or '.join(close)}? (`daefr weights list`)"
+    return f"; known names: {', '.join(hub.KNOWN_WEIGHTS)}"
+
+
 def resolve_weights(
     path: str | os.PathLike[str] | None,
     default_name: str,
@@ -39,20 +73,31 @@ def resolve_weights(
     source: str,
     search_torch_hub: bool = False,
 ) -> Path:
-    """Return an existing weights file: ``path`` if given, else ``default_name`` in the search folders.
+    """Return an existing weights file for ``path`` (a spec) or, if none, for ``default_name``.
 
-    ``what`` describes the file (e.g. "VGG16 ImageNet weights for LPIPS") and ``source`` where to get
-    it; both go into the error message when the file cannot be found.
+    ``path`` may be a file, a folder holding ``default_name``, a short name, an ``hf://`` URI or a URL.
+    Without it, ``default_name`` is searched in ``$DAEFR_WEIGHTS_DIR``, the torch.hub cache (when
+    ``search_torch_hub``) and the cache of the known weights with that file name (never downloaded).
+    ``what`` describes the file and ``source`` where to get it; both go into error messages.
     """
     if path is not None and str(path) != "":
-        candidate = Path(path).expanduser()
+        text = os.fspath(path)
+        candidate = Path(text).expanduser()
+        if not os.path.lexists(candidate) and isinstance(text, str) and hub.is_remote_spec(text):
+            return hub.fetch(text, what=what)
         if candidate.is_dir():
-            candidate = candidate / default_name
-        if candidate.is_file():
-            return candidate
+            inner = candidate / default_name
+            if not os.path.lexists(inner):
+                raise WeightsNotFoundError(
+                    f"{what}: folder {str(candidate)!r} has no {default_name!r}. Download it from {source} "
+                    "and put it there, or pass the file's path."
+                )
+            candidate = inner
+        if os.path.lexists(candidate):
+            return hub.require_regular_file(candidate, what)
         raise WeightsNotFoundError(
             f"{what}: file {str(candidate)!r} not found. Download {default_name!r} from {source} "
-            f"and pass its path (or put it in ${WEIGHTS_DIR_ENV})."
+            f"and pass its path (or put it in ${WEIGHTS_DIR_ENV}){_known_hint(default_name)}."
         )
     searched: list[Path] = []
     folder = weights_dir()
@@ -61,15 +106,25 @@ def resolve_weights(
     if search_torch_hub:
         searched.append(torch_hub_checkpoint_dir() / default_name)
     for candidate in searched:
-        if candidate.is_file():
-            return candidate
+        if os.path.lexists(candidate):
+            return hub.require_regular_file(candidate, what)
+    known = hub.known_for_file(default_name)
+    if known is not None:
+        cached = hub.cached_path(known)
+        if cached is not None:
+            return hub.fetch_known(known, what=what)  # hash-checked, no network: it is cached
     where = "searched " + ", ".join(repr(str(p)) for p in searched) if searched else "nowhere to search"
     if folder is None:
         where += f"; ${WEIGHTS_DIR_ENV} is not set"
     raise WeightsNotFoundError(
         f"{what}: file {default_name!r} not found ({where}). Download it from {source} and put "
-        f"it in the folder named by ${WEIGHTS_DIR_ENV}, or pass its path explicitly."
+        f"it in the folder named by ${WEIGHTS_DIR_ENV}, or pass its path explicitly{_known_hint(default_name)}."
     )
+
+
+def _known_hint(default_name: str) -> str:
+    known = hub.known_for_file(default_name)
+    return f", or run `daefr weights download {known.name}`" if known is not None else ""
 
 
 def load_state_dict_file(path: str | os.PathLike[str], nested_keys: Sequence[str] = ("state_dict",)) -> dict[str, Any]:
