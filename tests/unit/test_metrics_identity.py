@@ -89,9 +89,9 @@ def test_arcface_missing_and_wrong_files(tmp_path: Path, monkeypatch: pytest.Mon
 
 @pytest.fixture(scope="module")
 def landmark_detector():  # type: ignore[no-untyped-def]
-    from daefr.metrics.landmarks import LandmarkDetector, packaged_landmark_model
+    from daefr.metrics.landmarks import LANDMARK_FILE, LandmarkDetector, packaged_dlib_model
 
-    if packaged_landmark_model() is None:
+    if packaged_dlib_model(LANDMARK_FILE) is None:
         pytest.skip("face-recognition-models is not installed (it ships the dlib 68-point model)")
     pytest.importorskip("dlib")
     return LandmarkDetector()
@@ -118,3 +118,66 @@ def test_landmark_model_missing_path(tmp_path: Path) -> None:
 
     with pytest.raises(WeightsNotFoundError, match="shape_predictor_68_face_landmarks"):
         LandmarkDetector(tmp_path / "shape_predictor_68_face_landmarks.dat")
+
+
+@pytest.fixture(scope="module")
+def dlib_identity():  # type: ignore[no-untyped-def]
+    from daefr.metrics.dlib_identity import DESCRIPTOR_FILE, DlibIdentity
+    from daefr.metrics.landmarks import packaged_dlib_model
+
+    pytest.importorskip("dlib")
+    if packaged_dlib_model(DESCRIPTOR_FILE) is None:
+        pytest.skip("face-recognition-models is not installed (it ships the dlib face descriptor)")
+    return DlibIdentity()
+
+
+def _lfw_faces(shared_dir: Path, n: int, size: int = 64) -> list[np.ndarray]:
+    from PIL import Image
+
+    files = sorted((shared_dir / "data" / "faces" / "val_lfw").glob("*.jpg"))[:n]
+    return [np.asarray(Image.open(f).convert("RGB").crop((50, 50, 200, 200)).resize((size, size), Image.Resampling.BICUBIC))
+            for f in files]
+
+
+def test_dlib_identity_separates_people_and_ranks_degradation(dlib_identity, shared_dir: Path) -> None:  # type: ignore[no-untyped-def]
+    from PIL import Image
+
+    faces = _lfw_faces(shared_dir, 5)
+    me = faces[0]
+    assert dlib_identity.similarity(me, me) == pytest.approx(1.0, abs=1e-6)
+    others = [dlib_identity.similarity(face, me) for face in faces[1:]]
+
+    def down_up(factor: int) -> np.ndarray:
+        small = Image.fromarray(me).resize((64 // factor, 64 // factor), Image.Resampling.BICUBIC)
+        return np.asarray(small.resize((64, 64), Image.Resampling.BICUBIC))
+
+    mild, strong = dlib_identity.similarity(down_up(2), me), dlib_identity.similarity(down_up(4), me)
+    assert 1.0 > mild > strong > max(others), (mild, strong, others)
+    with pytest.raises(ValueError, match="sizes differ"):
+        dlib_identity.similarity(me[:32], me)
+
+
+def test_dlib_identity_in_the_metric_suite(dlib_identity, shared_dir: Path, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    from PIL import Image
+
+    from daefr.metrics.suite import MetricsConfig, evaluate_folders
+
+    faces = _lfw_faces(shared_dir, 2)
+    (tmp_path / "gt").mkdir()
+    (tmp_path / "out").mkdir()
+    for i, face in enumerate(faces):
+        Image.fromarray(face).save(tmp_path / "gt" / f"{i}.png")
+    Image.fromarray(faces[0]).save(tmp_path / "out" / "0.png")  # identical
+    Image.fromarray(faces[0]).save(tmp_path / "out" / "1.png")  # another person's face
+    result = evaluate_folders(tmp_path / "out", tmp_path / "gt", config=MetricsConfig(metrics=("ids",)))
+    values = {row["name"] if "name" in row else row["file"]: row["ids"] for row in result.rows}
+    ordered = [values[k] for k in sorted(values)]
+    assert ordered[0] == pytest.approx(1.0, abs=1e-6) and ordered[1] < 0.9
+
+
+def test_dlib_identity_missing_model(tmp_path: Path) -> None:
+    pytest.importorskip("dlib")
+    from daefr.metrics.dlib_identity import DlibIdentity
+
+    with pytest.raises(WeightsNotFoundError, match="dlib_face_recognition_resnet_model_v1"):
+        DlibIdentity(tmp_path / "dlib_face_recognition_resnet_model_v1.dat")

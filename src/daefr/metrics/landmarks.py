@@ -28,32 +28,37 @@ LANDMARK_SOURCE = (
 )
 
 
-def packaged_landmark_model() -> Path | None:
-    """Path of the 68-point model inside ``face-recognition-models`` if installed (not imported)."""
+def packaged_dlib_model(name: str) -> Path | None:
+    """Path of the dlib model file ``name`` inside ``face-recognition-models`` if installed (not imported)."""
     spec = importlib.util.find_spec("face_recognition_models")
     if spec is None or not spec.submodule_search_locations:
         return None
     for root in spec.submodule_search_locations:
-        candidate = Path(root) / "models" / LANDMARK_FILE
+        candidate = Path(root) / "models" / name
         if candidate.is_file():
             return candidate
     return None
 
 
+def resolve_dlib_model(path: str | os.PathLike[str] | None, name: str, what: str, source: str) -> Path:
+    """A dlib model file: ``path``, else ``$DAEFR_WEIGHTS_DIR``, else the copy in face-recognition-models."""
+    if path is not None:
+        return resolve_weights(path, name, what, source)
+    try:
+        return resolve_weights(None, name, what, source)
+    except WeightsNotFoundError:
+        packaged = packaged_dlib_model(name)
+        if packaged is not None:
+            return packaged
+        raise WeightsNotFoundError(
+            f"{what} {name!r} not found in ${WEIGHTS_DIR_ENV} nor in an installed face-recognition-models "
+            f"package. Get it from {source}."
+        ) from None
+
+
 def resolve_landmark_model(path: str | os.PathLike[str] | None = None) -> Path:
     """The 68-point model file: ``path``, else ``$DAEFR_WEIGHTS_DIR``, else the packaged copy."""
-    if path is None:
-        packaged = packaged_landmark_model()
-        try:
-            return resolve_weights(None, LANDMARK_FILE, "dlib 68-point landmark model", LANDMARK_SOURCE)
-        except WeightsNotFoundError:
-            if packaged is not None:
-                return packaged
-            raise WeightsNotFoundError(
-                f"dlib 68-point landmark model {LANDMARK_FILE!r} not found in ${WEIGHTS_DIR_ENV} nor in an "
-                f"installed face-recognition-models package. Get it from {LANDMARK_SOURCE}."
-            ) from None
-    return resolve_weights(path, LANDMARK_FILE, "dlib 68-point landmark model", LANDMARK_SOURCE)
+    return resolve_dlib_model(path, LANDMARK_FILE, "dlib 68-point landmark model", LANDMARK_SOURCE)
 
 
 @lru_cache(maxsize=2)

@@ -25,8 +25,8 @@ import numpy as np
 from daefr.metrics.suite import HIGHER_IS_BETTER, UNITS, EvaluationResult
 
 FORMAT = "daefr-evaluation/1"
-LABELS = {"psnr": "PSNR", "ssim": "SSIM", "lpips": "LPIPS", "deg": "Deg", "lmd": "LMD", "niqe": "NIQE", "fid": "FID"}
-PRIMARY_ORDER = ("lpips", "psnr", "deg", "ssim", "lmd", "niqe")
+LABELS = {"psnr": "PSNR", "ssim": "SSIM", "lpips": "LPIPS", "deg": "Deg", "ids": "IDS", "lmd": "LMD", "niqe": "NIQE", "fid": "FID"}
+PRIMARY_ORDER = ("lpips", "psnr", "deg", "ids", "ssim", "lmd", "niqe")
 
 
 def json_number(value: Any) -> Any:
@@ -247,7 +247,7 @@ def render_html(result: EvaluationResult, title: str = "daefr evaluation", examp
         f"{k}: <code>{html.escape(str(v))}</code>" for k, v in facts if v is not None) + "</p>")
     cfg = info.get("config", {})
     body.append(f"<p class=\"note\">PSNR/SSIM on 8-bit RGB{' (Y channel)' if cfg.get('y_channel') else ''}, "
-                f"crop border {cfg.get('crop_border', 0)}; LPIPS VGG on [-1, 1]; Deg = ArcFace angle in degrees; "
+                f"crop border {cfg.get('crop_border', 0)}; LPIPS VGG on [-1, 1]; Deg = ArcFace angle in degrees; IDS = cosine similarity of dlib face descriptors; "
                 "LMD in pixels; arrows show the better direction.</p>")
     body.append("<h2>Summary</h2><table id=\"summary\"><thead><tr><th>metric</th><th>mean</th>"
                 "<th style=\"text-align:left\">status</th></tr></thead><tbody>")

