@@ -8,7 +8,9 @@ must never appear.
 from __future__ import annotations
 
 import importlib
+import io
 import json
+import pickle
 import sys
 import uuid
 import zipfile
@@ -200,3 +202,117 @@ def test_non_finite_or_integer_weights_refused(good_file: Path, tmp_path: Path, 
     pattern = "not floating point" if kind == "integer" else "NaN/Inf"
     with pytest.raises(CheckpointError, match=rf"{kind}\.safetensors: weight 'decoder\.conv_out\.weight'.*{pattern}"):
         load_restorer(bad)
+
+
+# ----- exported programs (.pt2) ------------------------------------------------------------------------
+
+
+class _Payload:
+    """Pickles to ``os.system(command)``: what a hostile archive member would hold."""
+
+    def __init__(self, command: str) -> None:
+        self.command = command
+
+    def __reduce__(self) -> tuple[Any, tuple[str]]:
+        import os
+
+        return os.system, (self.command,)
+
+
+@pytest.fixture(scope="module")
+def good_pt2(good_file: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from daefr.interop.export import export_restorer
+
+    out = tmp_path_factory.mktemp("pt2") / "small.pt2"
+    return export_restorer(load_restorer(good_file), out, "exported-program", batch=None)
+
+
+def _rebuild_pt2(src: Path, dst: Path, edit: Any) -> Path:
+    """Copy of archive ``src`` where ``edit(relative name, bytes)`` returns new bytes (None: drop), plus extras."""
+    with zipfile.ZipFile(src) as zin, zipfile.ZipFile(dst, "w", compression=zipfile.ZIP_STORED) as zout:
+        root = zin.namelist()[0].split("/", 1)[0]
+        extra: dict[str, bytes] = {}
+        for info in zin.infolist():
+            rel = info.filename.split("/", 1)[1]
+            data = edit(rel, zin.read(info), extra)
+            if data is not None:
+                zout.writestr(info.filename, data)
+        for rel, data in extra.items():
+            zout.writestr(f"{root}/{rel}", data)
+    return dst
+
+
+def _pt2_cases(marker: Path) -> dict[str, Any]:
+    evil = pickle.dumps(_Payload(f"touch {marker}"))
+
+    def pickled_weight(rel: str, data: bytes, extra: dict[str, bytes]) -> bytes:
+        if rel == "data/weights/model_weights_config.json":
+            config = json.loads(data)
+            first = next(iter(config["config"].values()))
+            first.update(use_pickle=True, path_name="weight_pickled")
+            extra["data/weights/weight_pickled"] = evil
+            return json.dumps(config).encode()
+        return data
+
+    def opaque_constant(rel: str, data: bytes, extra: dict[str, bytes]) -> bytes:
+        if rel == "data/constants/model_constants_config.json":
+            extra["data/constants/opaque_obj_0"] = evil
+            return json.dumps({"config": {"c": {"path_name": "opaque_obj_0", "is_param": False,
+                                                "use_pickle": True, "tensor_meta": None}}}).encode()
+        return data
+
+    def sample_inputs(rel: str, data: bytes, extra: dict[str, bytes]) -> bytes:
+        if rel == "data/sample_inputs/model.pt":
+            buffer = io.BytesIO()
+            torch.save(_Payload(f"touch {marker}"), buffer)  # refused weights-only: torch would retry unsafely
+            return buffer.getvalue()
+        return data
+
+    def native(rel: str, data: bytes, extra: dict[str, bytes]) -> bytes:
+        extra["data/aotinductor/model/model.so"] = b"\x7fELF"
+        return data
+
+    def legacy(rel: str, data: bytes, extra: dict[str, bytes]) -> bytes:
+        extra["data/weights/model.pt"] = evil
+        return data
+
+    return {"pickled_weight": pickled_weight, "opaque_constant": opaque_constant,
+            "sample_inputs": sample_inputs, "native_code": native, "legacy_weights": legacy}
+
+
+@pytest.mark.parametrize("case", ["pickled_weight", "opaque_constant", "sample_inputs", "native_code",
+                                  "legacy_weights"])
+def test_pt2_with_pickled_or_native_parts_is_refused(good_pt2: Path, tmp_path: Path, case: str) -> None:
+    from daefr.inference.backends import load_network
+    from daefr.interop.export import load_exported, read_export_metadata
+
+    marker = tmp_path / "ran.marker"
+    hostile = _rebuild_pt2(good_pt2, tmp_path / "hostile.pt2", _pt2_cases(marker)[case])
+    for load in (lambda p: load_network(p, backend="auto"), read_export_metadata,
+                 lambda p: load_exported(p, "exported-program")):
+        with pytest.raises(UnsafeFileError, match=r"hostile\.pt2: refused") as info:
+            load(hostile)
+        assert "\n" not in str(info.value)
+    assert not marker.exists()
+
+
+def test_pt2_hostile_through_restore_cli(good_pt2: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from PIL import Image
+
+    marker = tmp_path / "ran.marker"
+    hostile = _rebuild_pt2(good_pt2, tmp_path / "evil.pt2", _pt2_cases(marker)["pickled_weight"])
+    face = tmp_path / "face.png"
+    Image.new("RGB", (16, 16), (120, 90, 80)).save(face)
+    code = main(["restore", str(face), "-o", str(tmp_path / "out"), "-w", str(hostile), "--backend", "auto",
+                 "--aligned", "--device", "cpu", "--no-progress"])
+    err = capsys.readouterr().err
+    assert code == 1 and "refused" in err and "Traceback" not in err
+    assert not marker.exists()
+
+
+def test_clean_pt2_still_loads(good_pt2: Path) -> None:
+    from daefr.interop.export import load_exported, read_export_metadata
+
+    assert read_export_metadata(good_pt2)["input_size"] == "16"
+    restored, _codes = load_exported(good_pt2, "exported-program")(torch.zeros(1, 3, 16, 16))
+    assert restored.shape == (1, 3, 16, 16)

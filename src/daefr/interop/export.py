@@ -215,10 +215,24 @@ def read_export_metadata(path: str | Path) -> dict[str, str]:
         if fmt == "torchscript":
             torch.jit.load(str(path), map_location="cpu", _extra_files=files)
         else:
-            torch.export.load(str(path), extra_files=files)
+            files[_META_FILE] = _pt2_extra_file(path, _META_FILE)
         return cast(dict[str, str], json.loads(files[_META_FILE] or "{}"))
     except (OSError, RuntimeError, ValueError) as exc:
         raise DaefrError(f"{path}: cannot read the exported model ({type(exc).__name__}: {exc})") from None
+
+
+def _pt2_extra_file(path: Path, name: str) -> str:
+    """The text of ``extra/<name>`` in a checked ``.pt2`` archive ("" when absent), without loading the model."""
+    import zipfile
+
+    from daefr.interop.pt2_guard import check_pt2_archive
+
+    check_pt2_archive(path)
+    with zipfile.ZipFile(path) as archive:
+        for info in archive.infolist():
+            if info.filename.split("/", 1)[-1] == f"extra/{name}" and info.file_size < 1 << 20:
+                return archive.read(info).decode("utf-8")
+    return ""
 
 
 def _format_of(path: Path) -> str:
@@ -334,6 +348,9 @@ def load_exported(path: str | Path, fmt: str | None = None, *, threads: int | No
 
         return run_torchscript
     if fmt == "exported-program":
+        from daefr.interop.pt2_guard import check_pt2_archive
+
+        check_pt2_archive(path)  # torch.export.load unpickles what the archive marks as pickled
         return torch.export.load(str(path)).module()
     raise ConfigError(f"unknown export format {fmt!r}; use one of {', '.join(EXPORT_FORMATS)}")
 
