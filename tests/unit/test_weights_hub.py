@@ -16,6 +16,7 @@ import torch
 from daefr.errors import CheckpointError, WeightsNotFoundError
 from daefr.testing.hub_cache import (
     DAEFR_REPO,
+    isolated_hub_env,
     repo_folder,
     tiny_vqgan_state,
     write_hub_snapshot,
@@ -25,28 +26,10 @@ from daefr.utils import hub
 from daefr.utils.weights import resolve_weights, resolve_weights_spec
 
 
-def _closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture
 def env(tmp_path, monkeypatch) -> dict[str, Path]:
-    """Private HF_HOME / TORCH_HOME; any request that slips through goes to a closed local port."""
-    import huggingface_hub.constants as hc
-
-    endpoint = f"http://127.0.0.1:{_closed_port()}"
-    for var in ("HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE", "HF_HUB_OFFLINE", "DAEFR_WEIGHTS_DIR", "HF_TOKEN"):
-        monkeypatch.delenv(var, raising=False)
-    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
-    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
-    monkeypatch.setenv("HF_ENDPOINT", endpoint)
-    monkeypatch.setattr(hc, "ENDPOINT", endpoint)
-    monkeypatch.setattr(hc, "HF_HUB_OFFLINE", False)
-    monkeypatch.setattr(hc, "HF_HUB_DISABLE_TELEMETRY", True)
-    hub._VERIFIED.clear()
-    return {"hub": tmp_path / "hf" / "hub", "urls": tmp_path / "torch" / "hub" / "checkpoints"}
+    """Private HF_HOME / TORCH_HOME; no host name but the loopback resolves."""
+    return isolated_hub_env(monkeypatch, tmp_path)
 
 
 def _sd(path: Path) -> dict[str, torch.Tensor]:

@@ -101,3 +101,41 @@ def write_tiny_daefr_release(
 
         files["DAEFR_model.ckpt"] = checkpoint_bytes(random_official_state_dict(final_arch, seed=5))
     return write_hub_snapshot(cache_dir, DAEFR_REPO, files, revision=revision)
+
+
+def isolated_hub_env(monkeypatch: Any, root: str | os.PathLike[str]) -> dict[str, Path]:
+    """Point every weights cache under ``root`` and keep the process off the internet (pytest ``monkeypatch``).
+
+    ``HF_HOME`` / ``TORCH_HOME`` go under ``root``; ``HF_ENDPOINT`` is a closed port on 127.0.0.1; host
+    name lookups other than the loopback fail at once, so nothing can reach the network by accident.
+    Returns ``{"hub": Hub cache, "urls": torch.hub checkpoint folder}``.
+    """
+    import socket
+
+    import huggingface_hub.constants as hc
+
+    from daefr.utils import hub
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        endpoint = f"http://127.0.0.1:{probe.getsockname()[1]}"  # closed when the block ends
+    for var in ("HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE", "HF_HUB_OFFLINE", "DAEFR_WEIGHTS_DIR", "HF_TOKEN",
+                hub.TIMEOUT_ENV):
+        monkeypatch.delenv(var, raising=False)
+    base = Path(root)
+    monkeypatch.setenv("HF_HOME", str(base / "hf"))
+    monkeypatch.setenv("TORCH_HOME", str(base / "torch"))
+    monkeypatch.setenv("HF_ENDPOINT", endpoint)
+    monkeypatch.setattr(hc, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(hc, "HF_HUB_DISABLE_TELEMETRY", True)  # no user-agent side requests
+    real_getaddrinfo = socket.getaddrinfo
+
+    def loopback_only(host: Any, *args: Any, **kwargs: Any) -> Any:
+        name = host.decode() if isinstance(host, bytes) else str(host)
+        if name not in ("127.0.0.1", "localhost", "::1"):
+            raise socket.gaierror(socket.EAI_NONAME, f"tests stay offline: no lookup of {name}")
+        return real_getaddrinfo(host, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", loopback_only)
+    hub._VERIFIED.clear()
+    return {"hub": base / "hf" / "hub", "urls": base / "torch" / "hub" / "checkpoints"}
