@@ -68,7 +68,7 @@ def checkpoint_bytes(state_dict: Mapping[str, torch.Tensor], **extra: Any) -> by
     return buffer.getvalue()
 
 
-def tiny_vqgan_state(seed: int, ch: int = 32, z: int = 16, n_embed: int = 16) -> dict[str, torch.Tensor]:
+def tiny_vqgan_state(seed: int, ch: int = 32, z: int = 16, embed_dim: int = 32, n_embed: int = 16) -> dict[str, torch.Tensor]:
     """A random tiny VQGAN state dict (16 px, 2 levels) with our = the official key names."""
     from daefr.models.vqgan import VQGAN
 
@@ -76,7 +76,7 @@ def tiny_vqgan_state(seed: int, ch: int = 32, z: int = 16, n_embed: int = 16) ->
            "attn_resolutions": [], "z_channels": z, "enable_mid": True, "head_size": 1}
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        model = VQGAN(enc, enc, {"name": "vq", "n_embed": n_embed, "embed_dim": z})
+        model = VQGAN(enc, enc, {"name": "vq", "n_embed": n_embed, "embed_dim": embed_dim})
     return {k: v.detach().clone() for k, v in model.state_dict().items()}
 
 
