@@ -146,6 +146,10 @@ def restore_command(
     started = time.perf_counter()
     tracker = BatchTracker()
     paths = _gather(list(args.inputs), tracker, tuple(IMAGE_EXTENSIONS) + tuple(video_exts))
+    if args.summary_json:
+        from daefr.utils.io import refuse_input_as_output
+
+        refuse_input_as_output(args.summary_json, [*paths, args.weights], "--summary-json")
     videos = [p for p in paths if p.suffix.lower() in video_exts]
     images = [p for p in paths if p.suffix.lower() not in video_exts]
     faces_found = faces_restored = 0

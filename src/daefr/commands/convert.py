@@ -22,7 +22,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from daefr.interop.convert import convert_official
+    from daefr.utils.io import refuse_input_as_output
 
+    refuse_input_as_output(args.output, args.source, "OUTPUT")
     result = convert_official(args.source, args.output, kind=args.kind, arch=args.arch, overwrite=args.force)
     rep = result.report
     print(f"{args.source}: {result.kind} checkpoint -> {result.path} ({result.n_tensors} tensors)")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import io
 from pathlib import Path
 
 NAME = "degrade-preview"
@@ -15,7 +16,9 @@ _DEMO_FACE = Path(__file__).resolve().parents[1] / "assets" / "demo_faces" / "va
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("image", nargs="?", default=None,
                         help="face image (default: the first face of the package's demo assets)")
-    parser.add_argument("-o", "--output", default="degrade_preview.png", help="output PNG path")
+    parser.add_argument("-o", "--output", default="degrade_preview.png",
+                        help="output PNG path (refused if it exists, unless --force; never the input image)")
+    parser.add_argument("--force", action="store_true", help="replace OUTPUT if it exists")
     parser.add_argument("--presets", nargs="+", default=list(DEFAULT_PRESETS),
                         help="names in the 'degradations' registry group (rows of the grid)")
     parser.add_argument("--samples", type=int, default=4, help="degraded samples per preset (columns)")
@@ -39,13 +42,19 @@ def run(args: argparse.Namespace) -> int:
 
     from daefr.errors import ConfigError, ImageReadError
     from daefr.registry import REGISTRY
-    from daefr.utils.io import atomic_path
+    from daefr.utils.io import atomic_write_bytes, is_special_file, refuse_input_as_output
 
     if args.samples < 1:
         raise ConfigError(f"--samples must be at least 1, got {args.samples}")
     if args.size < 48:
         raise ConfigError(f"--size must be at least 48 (the blur kernels are 41 px wide), got {args.size}")
     path = Path(args.image) if args.image else _default_face()
+    out = Path(args.output)
+    refuse_input_as_output(out, path, "--output")
+    if out.is_dir():
+        raise ConfigError(f"--output {out} is a folder; give a .png file path")
+    if out.exists() and not args.force and not is_special_file(out):
+        raise ConfigError(f"--output {out} already exists; pass --force to replace it or choose another path")
     try:
         with Image.open(path) as im:
             face = im.convert("RGB").resize((args.size, args.size), Image.Resampling.BICUBIC)
@@ -65,8 +74,8 @@ def run(args: argparse.Namespace) -> int:
         for col, tile in enumerate(tiles):
             grid.paste(Image.fromarray(tile), (label_w + s * (col + 1), row * s))
         draw.text((6, row * s + s // 2 - 6), name, fill="black")
-    out = Path(args.output)
-    with atomic_path(out, suffix=".tmp.png") as tmp:
-        grid.save(tmp, format="PNG")
+    buffer = io.BytesIO()  # encoded first: Pillow seeks in its output, which a FIFO or /dev/stdout cannot
+    grid.save(buffer, format="PNG")
+    atomic_write_bytes(out, buffer.getvalue(), overwrite=bool(args.force))
     print(f"wrote {out} ({len(args.presets)} presets x {args.samples} samples, first column: input)")
     return 0

@@ -38,13 +38,29 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--force", action="store_true", help="replace OUTPUT if it exists")
 
 
+_SUFFIXES = {"onnx": ".onnx", "torchscript": ".ts", "exported-program": ".pt2"}
+
+
 def _format_for(output: str, fmt: str | None) -> str:
     if fmt:
         return fmt
-    for name, suffix in {"onnx": ".onnx", "torchscript": ".ts", "exported-program": ".pt2"}.items():
+    for name, suffix in _SUFFIXES.items():
         if output.endswith(suffix):
             return name
     return "onnx"
+
+
+def _output_for(output: str, fmt: str) -> str:
+    """``output`` when its suffix is ``fmt``'s; with no export suffix, ``fmt``'s is appended; another is refused."""
+    from daefr.errors import ConfigError
+
+    if output.endswith(_SUFFIXES[fmt]):
+        return output
+    for name, suffix in _SUFFIXES.items():
+        if output.endswith(suffix):
+            raise ConfigError(f"OUTPUT {output} has the {suffix} suffix of {name} but --format is {fmt}; name it "
+                              f"*{_SUFFIXES[fmt]} or pass --format {name}")
+    return output + _SUFFIXES[fmt]
 
 
 def run(args: argparse.Namespace) -> int:
@@ -57,7 +73,11 @@ def run(args: argparse.Namespace) -> int:
 
     if args.batch is not None and args.batch < 1:
         raise ConfigError(f"--batch must be >= 1, got {args.batch}")
+    from daefr.utils.io import refuse_input_as_output
+
     fmt = _format_for(args.output, args.format)
+    args.output = _output_for(args.output, fmt)
+    refuse_input_as_output(args.output, args.weights, "OUTPUT")
     arch = {"preset": args.arch} if args.arch else {}
     restorer = load_restorer(args.weights, **arch)
     start = time.perf_counter()

@@ -3,7 +3,9 @@
 Each image gets its own generator seeded from ``--seed`` and its file name, so an image's degradation
 does not depend on which other files are in the folder. Writes ``OUT/gt/NAME.png``,
 ``OUT/lq/NAME.png``, ``OUT/params/NAME.json`` (the exact degradation parameters, replayable with
-``Degradation.replay``) and ``OUT/manifest.json``.
+``Degradation.replay``) and ``OUT/manifest.json``. An unreadable image is skipped with a one-line
+reason (listed under ``skipped`` in the manifest); the set holds every readable image and the exit
+code is 1 when any was skipped, as in the other batch commands.
 """
 
 from __future__ import annotations
@@ -55,9 +57,10 @@ def run(args: argparse.Namespace) -> int:
     from PIL import Image
 
     from daefr import __version__
-    from daefr.errors import ConfigError
+    from daefr.errors import ConfigError, ImageReadError
     from daefr.metrics.images import list_images, read_rgb8, write_rgb8
     from daefr.registry import REGISTRY
+    from daefr.utils.batch import BatchTracker
 
     if args.size is not None and args.size < 16:
         raise ConfigError(f"--size must be at least 16, got {args.size}")
@@ -71,8 +74,15 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     for sub in ("gt", "lq", "params"):
         (out / sub).mkdir(parents=True, exist_ok=True)
+    tracker = BatchTracker()
+    done: list[str] = []
     for index, file in enumerate(files):
-        hq = read_rgb8(file)
+        try:
+            hq = read_rgb8(file)
+        except (ImageReadError, OSError, ValueError) as exc:
+            tracker.failed(file, exc)
+            print(f"[{index + 1}/{len(files)}] {file.name}: skipped ({tracker.failures[-1].reason})")
+            continue
         if args.size is not None and hq.shape[:2] != (args.size, args.size):
             hq = np.array(Image.fromarray(hq).resize((args.size, args.size), Image.Resampling.BICUBIC))
         seed = image_seed(args.seed, file.stem)
@@ -87,13 +97,19 @@ def run(args: argparse.Namespace) -> int:
                   "size": list(hq.shape[:2]), "params": params_to_json(result.params)}
         _write_json(out / "params" / f"{file.stem}.json", record)
         print(f"[{index + 1}/{len(files)}] {file.name}")
+        tracker.succeeded(file)
+        done.append(file.stem)
+    summary = tracker.summary()
     manifest = {"format": "daefr-testset/1", "daefr_version": __version__, "preset": args.preset,
                 "preset_repr": repr(degradation), "base_seed": args.seed, "size": args.size,
-                "source": str(args.hq), "images": names,
+                "source": str(args.hq), "images": done,
+                "skipped": [{"file": f.item, "reason": f.reason} for f in summary.failures],
                 "seeding": "per image: sha256('{base_seed}:{name}') first 8 bytes, little endian, 63 bits"}
     _write_json(out / "manifest.json", manifest)
-    print(f"wrote {len(files)} LQ/GT pairs to {out}")
-    return 0
+    print(f"wrote {len(done)} LQ/GT pairs to {out}")
+    if summary.failed:
+        print(summary.report("images degraded"))
+    return summary.exit_code
 
 
 def _write_json(path: object, data: object) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import stat
 import tempfile
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -22,6 +23,8 @@ __all__ = [
     "atomic_torch_save",
     "atomic_write_bytes",
     "atomic_write_text",
+    "is_special_file",
+    "refuse_input_as_output",
     "unique_path",
 ]
 
@@ -33,6 +36,54 @@ def _umask() -> int:
     mask = os.umask(0o022)
     os.umask(mask)
     return mask
+
+
+def is_special_file(path: PathLike) -> bool:
+    """True when ``path`` is written to in place: an existing non-regular file (FIFO, device, socket), a
+    path in /proc, or a link into /dev or /proc (``/dev/stdout``)."""
+    target = Path(os.path.abspath(path))
+    if target.parts[1:2] == ("proc",):
+        return True
+    if os.path.islink(target):
+        hop = Path(os.path.join(target.parent, os.readlink(target)))
+        if target.parts[1:2] == ("dev",) or hop.parts[1:2] in (("dev",), ("proc",)):
+            return True  # /dev/stdout -> /proc/self/fd/1, even when that ends at a regular file
+    try:
+        mode = os.stat(target).st_mode
+    except OSError:
+        return False
+    return not stat.S_ISREG(mode) and not stat.S_ISDIR(mode)
+
+
+def refuse_input_as_output(output: PathLike, inputs: Any, what: str = "output") -> None:
+    """Raise :class:`~daefr.errors.ConfigError` when ``output`` is (or links to) one of ``inputs``.
+
+    Special files (``/dev/null``, a FIFO) may be both read and written by the user's choice: not refused.
+    """
+    from daefr.errors import ConfigError
+
+    out = Path(output)
+    if is_special_file(out):
+        return
+    for item in [inputs] if isinstance(inputs, (str, os.PathLike)) else list(inputs):
+        if item is None:
+            continue
+        src = Path(item)
+        same = False
+        with contextlib.suppress(OSError):
+            same = out.exists() and src.exists() and os.path.samefile(out, src)
+        if same or os.path.abspath(out) == os.path.abspath(src):
+            raise ConfigError(f"{what} {out} is the input file {src}; writing it would replace the input. "
+                              "Choose another output path")
+
+
+@contextlib.contextmanager
+def _in_place(target: Path, mode: str, encoding: str | None) -> Iterator[IO[Any]]:
+    """Open a special file for writing (no temporary file, no rename)."""
+    with open(target, mode, encoding=encoding) as handle:
+        yield handle
+        with contextlib.suppress(OSError, ValueError):  # pipes and terminals: nothing to flush to disk
+            handle.flush()
 
 
 def _fsync_dir(folder: Path) -> None:
@@ -72,6 +123,9 @@ def atomic_path(path: PathLike, *, overwrite: bool = True, suffix: str = ".tmp")
     ``path`` is untouched.
     """
     target = Path(path)
+    if is_special_file(target):
+        yield target  # written in place; never renamed over
+        return
     if not overwrite and os.path.lexists(target):
         raise FileExistsError(f"{target}: already exists and overwrite=False")
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -103,6 +157,10 @@ def atomic_open(
         mode = "w" + mode[1:]
     if "b" not in mode and encoding is None:
         encoding = "utf-8"
+    if is_special_file(path):
+        with _in_place(Path(path), mode, encoding) as handle:
+            yield handle
+        return
     with atomic_path(path, overwrite=overwrite) as tmp:
         with open(tmp, mode, encoding=encoding) as handle:
             yield handle
@@ -142,8 +200,9 @@ def atomic_save_safetensors(
 
     with atomic_path(path, overwrite=overwrite) as tmp:
         save_file(dict(tensors), str(tmp), metadata=dict(metadata) if metadata is not None else None)
-        with open(tmp, "rb+") as handle:
-            os.fsync(handle.fileno())
+        if tmp != Path(path):
+            with open(tmp, "rb+") as handle:
+                os.fsync(handle.fileno())
     return Path(path)
 
 
