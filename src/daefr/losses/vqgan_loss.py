@@ -11,8 +11,12 @@ with ``disc_factor(step) = 0`` before ``disc_start`` (so the GAN term, and the d
 until then). ``grad_last`` is the gradient at the decoder's last layer weight. Discriminator objective
 (hinge): ``disc_factor * 0.5 * (mean(relu(1 - D(x))) + mean(relu(1 + D(x_rec))))``.
 
-Before ``disc_start`` the discriminator is not evaluated at all (the official code evaluates it and
-multiplies by 0, which changes nothing but the BatchNorm running statistics of the discriminator).
+``official_quirks`` (set by the training stages from their own option, default on there) reproduces the
+official training: before ``disc_start`` the discriminator and the adaptive weight are still evaluated and
+multiplied by ``disc_factor = 0`` (this updates the discriminator's BatchNorm running statistics and logs
+``g_loss``/``d_weight``), and LPIPS follows the module's train mode, so its dropout (p=0.5) acts during
+training. Without it (the default of a standalone loss) the discriminator is not evaluated before
+``disc_start`` and LPIPS always runs in eval mode.
 """
 
 from __future__ import annotations
@@ -65,6 +69,9 @@ class VQGANLoss(nn.Module):
         pixel_loss: ``losses`` spec replacing the L1 pixel loss (e.g. ``{name: charbonnier}``); None = L1.
         discriminator: ``discriminators`` spec (default ``{name: patchgan}``).
         disc_loss: ``hinge`` (official) or ``vanilla``.
+        max_adaptive_weight: upper clamp of the adaptive weight (official 1e4).
+        official_quirks: official GAN gating and LPIPS dropout (see the module docstring); the stages
+            overwrite it with their own ``official_quirks`` through :meth:`set_official_quirks`.
     """
 
     def __init__(
@@ -80,6 +87,7 @@ class VQGANLoss(nn.Module):
         discriminator: Mapping[str, Any] | str | None = None,
         disc_loss: Literal["hinge", "vanilla"] = "hinge",
         max_adaptive_weight: float = 1e4,
+        official_quirks: bool = False,
     ) -> None:
         super().__init__()
         if disc_loss not in ("hinge", "vanilla"):
@@ -97,12 +105,21 @@ class VQGANLoss(nn.Module):
         self.perceptual: nn.Module | None = build_perceptual(perceptual) if use_perceptual else None
         self.pixel_loss: nn.Module | None = REGISTRY.build("losses", pixel_loss) if pixel_loss is not None else None
         self.discriminator: nn.Module = REGISTRY.build("discriminators", discriminator or DEFAULT_DISCRIMINATOR)
+        self.official_quirks = False
+        self.set_official_quirks(official_quirks)
+
+    def set_official_quirks(self, enabled: bool) -> None:
+        """Switch the official GAN gating and LPIPS train-mode dropout on or off (keeps the current mode)."""
+        self.official_quirks = bool(enabled)
+        if self.perceptual is not None and hasattr(self.perceptual, "dropout_in_train"):
+            setattr(self.perceptual, "dropout_in_train", self.official_quirks)  # noqa: B010 - LPIPS switch
+        self.train(self.training)
 
     def train(self, mode: bool = True) -> VQGANLoss:
-        """Switch train/eval mode; the frozen perceptual network always stays in eval mode."""
+        """Switch train/eval mode; the perceptual network stays in eval mode unless ``official_quirks``."""
         super().train(mode)
         if self.perceptual is not None:
-            self.perceptual.eval()
+            self.perceptual.train(mode and self.official_quirks)
         return self
 
     # ----- helpers -------------------------------------------------------------------------------
@@ -134,16 +151,17 @@ class VQGANLoss(nn.Module):
             nll = nll + self.perceptual_weight * p_loss
             logs[f"{split}/p_loss"] = p_loss.detach()
         cb = codebook_loss.mean()
-        loss = nll + self.codebook_weight * cb
         zero = torch.zeros((), device=target.device)
         g_loss, d_weight = zero, zero
         active = self.gan_active(global_step)
-        if active:
+        loss = nll
+        if active or self.official_quirks:  # official: evaluated and multiplied by 0 before disc_start
             g_loss = -self.discriminator(recon.contiguous()).mean()
             if last_layer is not None and torch.is_grad_enabled() and last_layer.requires_grad:
                 d_weight = adaptive_gan_weight(nll, g_loss, last_layer, self.max_adaptive_weight)
             d_weight = d_weight * self.disc_weight
-            loss = loss + d_weight * self.disc_factor * g_loss
+            loss = loss + d_weight * (self.disc_factor if active else 0.0) * g_loss
+        loss = loss + self.codebook_weight * cb  # official order: nll + GAN term + codebook term
         logs.update({
             f"{split}/rec_loss": rec.detach(),
             f"{split}/nll_loss": nll.detach(),

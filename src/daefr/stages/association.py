@@ -1,11 +1,15 @@
 """``AssociationStage``: train the HQ and LQ autoencoders together with a patch-level CLIP loss (stage 2).
 
 Each branch keeps its own VQGAN loss and discriminator; the association loss on the pre-quantization
-features (``quant_conv`` outputs) is added to both branches. One backward of
-``hq_loss + lq_loss + association_weight * clip_loss`` gives each branch exactly the gradients of the
-official per-branch objectives (``branch_loss + clip_loss``), because a branch loss does not depend on
-the other branch's parameters. The official code recomputes the forward pass between the four updates;
-we update all four optimizers from one forward pass.
+features (``quant_conv`` outputs) is added to both branches (``branch_loss + association_weight * clip``).
+
+With ``official_quirks`` (default) the four optimizers run as in the official loop, each after its own
+forward pass: HQ autoencoder (CLIP against the current LQ encoder, gradient to the HQ branch only), HQ
+discriminator (on the updated HQ reconstruction), LQ autoencoder (CLIP against the *updated* HQ encoder,
+gradient to the LQ branch only), LQ discriminator; the discriminators step in every batch (zero gradients
+before ``disc_start``). Without it, one forward pass and one backward of
+``hq_loss + lq_loss + association_weight * clip_loss`` feed all four optimizers (the discriminators from
+``disc_start`` on); each branch then gets the gradient of its official objective at the pre-update weights.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ from torch import nn
 from daefr.models.vqgan import VQGAN
 from daefr.registry import REGISTRY
 from daefr.stages.base import TrainingStage
-from daefr.stages.codebook import DEFAULT_LOSS, split_special
+from daefr.stages.codebook import DEFAULT_LOSS, set_loss_quirks, split_special
 from daefr.stages.init_weights import init_autoencoder
 from daefr.stages.reporting import CodeUsage, ImageQuality, log_panel, make_panel
 
@@ -77,6 +81,8 @@ class AssociationStage(TrainingStage):
         self.loss_hq = REGISTRY.build("losses", loss or DEFAULT_LOSS)
         self.loss_lq = REGISTRY.build("losses", lq_loss or loss or DEFAULT_LOSS)
         self.association = REGISTRY.build("associations", association or {"name": "patch_clip"})
+        set_loss_quirks(self.loss_hq, self.official_quirks)
+        set_loss_quirks(self.loss_lq, self.official_quirks)
         for path, branch, vq, disc in (
             (init_from or init_hq_from, "hq", self.hq, self.loss_hq.discriminator),
             (init_from or init_lq_from, "lq", self.lq, self.loss_lq.discriminator),
@@ -116,8 +122,63 @@ class AssociationStage(TrainingStage):
     # ----- training ------------------------------------------------------------------------------
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         hq_img, lq_img = self.images(batch, "hq"), self.images(batch, "lq")
-        opt_hq, opt_lq, opt_dhq, opt_dlq = self.optimizer_list()
-        step = self.global_step
+        opts = self.optimizer_list()
+        step = self.global_step  # the official loop gives all four optimizers of a batch the same step
+        closes = self.begin_micro_batch(batch_idx)
+        if self.official_quirks:
+            logs, info_hq, info_lq = self._official_step(hq_img, lq_img, opts, step, closes)
+        else:
+            logs, info_hq, info_lq = self._joint_step(hq_img, lq_img, opts, step, closes)
+        if closes:
+            self.end_window(opts)
+        for name, info in (("hq", info_hq), ("lq", info_lq)):
+            logs[f"train/{name}/perplexity"] = info.perplexity.detach()
+            logs[f"train/{name}/codes_in_use"] = info.codes_in_use.detach().float()
+        self.log_dict(logs, on_step=True, on_epoch=False)
+        self.log("train/loss", logs["train/total_loss"], prog_bar=True, on_step=True, on_epoch=False)
+
+    def _autoencoder_turn(
+        self, name: str, img: torch.Tensor, other: torch.Tensor, step: int
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor], Any]:
+        """Loss of one branch's autoencoder (branch loss + CLIP against the other, frozen branch)."""
+        vq, other_vq = (self.hq, self.lq) if name == "hq" else (self.lq, self.hq)
+        loss_fn = self.loss_hq if name == "hq" else self.loss_lq
+        z, rec, info = self._branch(vq, img)
+        with torch.no_grad():  # official: the other branch is frozen by the optimizer toggle
+            z_other = other_vq.encode_pre_quant(other)
+        assoc = self.association(z, z_other) if name == "hq" else self.association(z_other, z)
+        with self.frozen(loss_fn.discriminator):
+            g, logs = loss_fn.generator_loss(info.loss, img, rec, step, vq.last_layer, f"train/{name}")
+        total = g + self.association_weight * assoc.loss
+        logs[f"train/{name}/clip_loss"] = assoc.loss.detach()
+        logs[f"train/{name}/total_loss"] = total.detach()
+        return total, logs, info
+
+    def _official_step(
+        self, hq_img: torch.Tensor, lq_img: torch.Tensor, opts: list[Any], step: int, closes: bool
+    ) -> tuple[dict[str, torch.Tensor], Any, Any]:
+        opt_hq, opt_lq, opt_dhq, opt_dlq = opts
+        logs: dict[str, torch.Tensor] = {}
+        infos = {}
+        for name, img, other, opt, opt_d, loss_fn in (
+            ("hq", hq_img, lq_img, opt_hq, opt_dhq, self.loss_hq), ("lq", lq_img, hq_img, opt_lq, opt_dlq, self.loss_lq)
+        ):
+            total, branch_logs, infos[name] = self._autoencoder_turn(name, img, other, step)
+            logs.update(branch_logs)
+            self.optimise(opt, total, closes, f"train/{name}/total_loss", main=name == "hq")
+            with torch.no_grad():  # official: a new forward pass, after this branch's update
+                rec = self._branch(self.hq if name == "hq" else self.lq, img)[1]
+            d_loss, d_logs = loss_fn.discriminator_loss(img, rec, step, f"train/{name}")
+            logs.update(d_logs)
+            self.optimise(opt_d, d_loss, closes, f"train/{name}/disc_loss")
+        logs["train/clip_loss"] = logs["train/hq/clip_loss"]
+        logs["train/total_loss"] = logs["train/hq/total_loss"] + logs["train/lq/total_loss"]
+        return logs, infos["hq"], infos["lq"]
+
+    def _joint_step(
+        self, hq_img: torch.Tensor, lq_img: torch.Tensor, opts: list[Any], step: int, closes: bool
+    ) -> tuple[dict[str, torch.Tensor], Any, Any]:
+        opt_hq, opt_lq, opt_dhq, opt_dlq = opts
         with self.frozen(self.loss_hq.discriminator, self.loss_lq.discriminator):
             z_hq, rec_hq, info_hq = self._branch(self.hq, hq_img)
             z_lq, rec_lq, info_lq = self._branch(self.lq, lq_img)
@@ -139,13 +200,10 @@ class AssociationStage(TrainingStage):
                 if self.finite_or_skip({f"train/{name}/disc_loss": d_loss}):
                     self.backward_scaled(d_loss)
                 discs.append(opt)
-        if self.step_window(batch_idx):
-            self.finish_window(opt_hq, [opt_lq, *discs])
-        for name, info in (("hq", info_hq), ("lq", info_lq)):
-            logs[f"train/{name}/perplexity"] = info.perplexity.detach()
-            logs[f"train/{name}/codes_in_use"] = info.codes_in_use.detach().float()
-        self.log_dict(logs, on_step=True, on_epoch=False)
-        self.log("train/loss", total.detach(), prog_bar=True, on_step=True, on_epoch=False)
+        if closes:
+            for i, opt in enumerate([opt_hq, opt_lq, *discs]):
+                self.step_optimizer(opt, main=i == 0)
+        return logs, info_hq, info_lq
 
     # ----- validation ----------------------------------------------------------------------------
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:

@@ -13,6 +13,17 @@ same under every option:
 * ``global_step`` counts generator (main optimizer) steps only: discriminator steps go through the
   strategy directly, so ``--trainer.max_steps N`` means N generator updates in every stage.
 * ``torch.compile`` of the trained networks (``compile: true`` or a dict of ``torch.compile`` options).
+* ``official_quirks`` (default on): reproduce the official training loop step for step (pytorch-lightning
+  1.0.8 with several optimizers): every optimizer runs its own forward pass after the previous optimizer's
+  update, discriminators step (on exactly-zero gradients) before ``disc_start``, the GAN terms and the
+  adaptive weight are evaluated (and multiplied by 0) before ``disc_start``, and LPIPS keeps its dropout
+  active in training. ``official_quirks: false`` runs one forward pass per batch for all optimizers, skips
+  the discriminators until ``disc_start`` and keeps LPIPS in eval mode (see docs/training.md, "Fidelity to
+  the official training", for what each difference changes).
+
+Per optimizer the loop is :meth:`TrainingStage.optimise` (backward of one micro-batch, then clip + step +
+zero_grad when the accumulation window closes), opened by :meth:`TrainingStage.begin_micro_batch` and closed
+by :meth:`TrainingStage.end_window` (NaN bookkeeping and schedulers).
 """
 
 from __future__ import annotations
@@ -94,6 +105,7 @@ class TrainingStage(LightningModule):
         max_nonfinite_steps: stop after this many consecutive skipped (NaN/Inf) steps.
         compile: ``torch.compile`` the trained networks (bool, or a dict of compile options).
         val_panels: number of validation samples shown in the LQ | restored | HQ panel.
+        official_quirks: reproduce the official training loop (see the module docstring); default True.
     """
 
     def __init__(
@@ -109,6 +121,7 @@ class TrainingStage(LightningModule):
         max_nonfinite_steps: int = 10,
         compile: bool | dict[str, Any] = False,
         val_panels: int = 4,
+        official_quirks: bool = True,
     ) -> None:
         super().__init__()
         if accumulate_grad_batches < 1:
@@ -129,6 +142,7 @@ class TrainingStage(LightningModule):
         self.max_nonfinite_steps = int(max_nonfinite_steps)
         self.compile_option = compile
         self.val_panels = int(val_panels)
+        self.official_quirks = bool(official_quirks)
         self.nonfinite_in_a_row = 0
         self.nonfinite_total = 0
         self._window_bad = False
@@ -205,11 +219,15 @@ class TrainingStage(LightningModule):
             for p in params:
                 p.requires_grad_(True)
 
-    def step_window(self, batch_idx: int) -> bool:
-        """True when this micro-batch closes an accumulation window (or the epoch)."""
+    def begin_micro_batch(self, batch_idx: int) -> bool:
+        """Count one micro-batch; True when it closes an accumulation window (or the epoch)."""
         self._micro += 1
         last = bool(getattr(self.trainer.fit_loop.epoch_loop.batch_progress, "is_last_batch", False))
         return (batch_idx + 1) % self.accumulate == 0 or last
+
+    def step_window(self, batch_idx: int) -> bool:
+        """Alias of :meth:`begin_micro_batch` (older name)."""
+        return self.begin_micro_batch(batch_idx)
 
     def finite_or_skip(self, losses: Mapping[str, torch.Tensor]) -> bool:
         """True when every loss is finite; else mark the window bad (its step is skipped)."""
@@ -224,9 +242,31 @@ class TrainingStage(LightningModule):
         """Backward of one micro-batch loss, scaled for accumulation."""
         self.manual_backward(loss / self.accumulate)
 
-    def finish_window(self, main: LightningOptimizer, others: Sequence[LightningOptimizer] = ()) -> bool:
-        """Clip and step the optimizers at the end of a window; returns False when the step was skipped."""
-        optimizers = [main, *others]
+    def step_optimizer(self, opt: LightningOptimizer, main: bool) -> None:
+        """Clip, step and zero the gradients of ``opt``, unless a loss of this window was not finite.
+
+        Only the ``main`` (generator) optimizer counts in ``trainer.global_step``; the others go through the
+        strategy directly (same precision handling, not counted).
+        """
+        if self._window_bad:
+            return  # end_window drops the gradients and counts the skipped step
+        if self.clip_val:
+            self.clip_gradients(opt.optimizer, gradient_clip_val=self.clip_val, gradient_clip_algorithm=self.clip_algorithm)
+        if main:
+            opt.step()
+        else:
+            self.trainer.strategy.optimizer_step(opt.optimizer, closure=_no_closure)
+        opt.zero_grad(set_to_none=True)
+
+    def optimise(self, opt: LightningOptimizer, loss: torch.Tensor, closes: bool, name: str, main: bool = False) -> None:
+        """One optimizer's turn: backward of ``loss`` (skipped when not finite), then step when ``closes``."""
+        if self.finite_or_skip({name: loss}):
+            self.backward_scaled(loss)
+        if closes:
+            self.step_optimizer(opt, main)
+
+    def end_window(self, optimizers: Sequence[LightningOptimizer]) -> bool:
+        """Close an accumulation window: NaN bookkeeping and schedulers; False when its steps were skipped."""
         self._micro = 0
         if self._window_bad:
             self._window_bad = False
@@ -243,16 +283,6 @@ class TrainingStage(LightningModule):
                 )
             return False
         self.nonfinite_in_a_row = 0
-        for i, opt in enumerate(optimizers):
-            if self.clip_val:
-                self.clip_gradients(
-                    opt.optimizer, gradient_clip_val=self.clip_val, gradient_clip_algorithm=self.clip_algorithm
-                )
-            if i == 0:
-                opt.step()  # counted in trainer.global_step
-            else:  # same precision handling, but not counted as a step
-                self.trainer.strategy.optimizer_step(opt.optimizer, closure=_no_closure)
-            opt.zero_grad(set_to_none=True)
         schedulers = self.lr_schedulers()
         with warnings.catch_warnings():
             # schedulers of optimizers that did not step yet (discriminators before disc_start) still
@@ -261,6 +291,12 @@ class TrainingStage(LightningModule):
             for sch in schedulers if isinstance(schedulers, list) else ([schedulers] if schedulers else []):
                 sch.step()  # type: ignore[union-attr,call-arg]
         return True
+
+    def finish_window(self, main: LightningOptimizer, others: Sequence[LightningOptimizer] = ()) -> bool:
+        """Clip and step ``main`` then ``others`` at the end of a window, then :meth:`end_window`."""
+        for i, opt in enumerate([main, *others]):
+            self.step_optimizer(opt, main=i == 0)
+        return self.end_window([main, *others])
 
     def optimizer_list(self) -> list[LightningOptimizer]:
         """The Lightning-wrapped optimizers, always as a list."""

@@ -1,9 +1,11 @@
 """``CodebookStage``: learn a VQGAN codebook on HQ faces (HQ codebook) or on degraded faces (LQ codebook).
 
-Per optimizer step: generator update with L1 + LPIPS + adaptive hinge GAN + VQ loss
-(:class:`daefr.losses.vqgan_loss.VQGANLoss`), then, from ``disc_start`` on, a discriminator update on the
-same batch (real = target, fake = the detached reconstruction). The official code recomputes the
-reconstruction with the updated generator for the discriminator update; we reuse it (one forward less).
+Per batch: generator update with L1 + LPIPS + adaptive hinge GAN + VQ loss
+(:class:`daefr.losses.vqgan_loss.VQGANLoss`), then a discriminator update on the same batch (real = target,
+fake = the reconstruction). With ``official_quirks`` (default) this is the official loop: the discriminator
+sees the reconstruction recomputed by the already-updated generator, and it steps in every batch (on
+exactly-zero gradients before ``disc_start``, which only advances its Adam step count). Without it the
+discriminator reuses the generator step's reconstruction (one forward less) and starts at ``disc_start``.
 """
 
 from __future__ import annotations
@@ -39,6 +41,13 @@ def split_special(named: list[tuple[str, nn.Parameter]], rule: str) -> tuple[lis
     return normal, special
 
 
+def set_loss_quirks(loss: nn.Module, enabled: bool) -> None:
+    """Give a branch loss the stage's ``official_quirks`` (losses without the switch are left alone)."""
+    setter = getattr(loss, "set_official_quirks", None)
+    if callable(setter):
+        setter(enabled)
+
+
 class CodebookStage(TrainingStage):
     """Codebook learning (DAEFR stage 1), run once with ``target: hq`` and once with ``target: lq``.
 
@@ -70,6 +79,7 @@ class CodebookStage(TrainingStage):
         self.special_params_lr_scale = float(special_params_lr_scale)
         self.vqgan = VQGAN(encoder, decoder, codebook)
         self.loss = REGISTRY.build("losses", loss or DEFAULT_LOSS)
+        set_loss_quirks(self.loss, self.official_quirks)
         if init_from:
             init_autoencoder(self.vqgan, self.loss.discriminator, init_from, target)
         self.quality = ImageQuality()
@@ -97,20 +107,21 @@ class CodebookStage(TrainingStage):
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         x = self.images(batch, self.target)
         opt_g, opt_d = self.optimizer_list()
-        step = self.global_step
-        gan = self.loss.gan_active(step)
+        step = self.global_step  # the official loop gives both optimizers of a batch the same step
+        closes = self.begin_micro_batch(batch_idx)
         with self.frozen(self.loss.discriminator):
             recon, cb_loss, info = self.vqgan(x)
             g_loss, logs = self.loss.generator_loss(cb_loss, x, recon, step, self.vqgan.last_layer)
-        if self.finite_or_skip({"train/total_loss": g_loss}):
-            self.backward_scaled(g_loss)
-        if gan:
+        self.optimise(opt_g, g_loss, closes, "train/total_loss", main=True)
+        if self.official_quirks:
+            with torch.no_grad():  # official: a new forward pass, after the generator update
+                recon = self.vqgan(x)[0]
+        if self.official_quirks or self.loss.gan_active(step):
             d_loss, d_logs = self.loss.discriminator_loss(x, recon.detach(), step)
             logs.update(d_logs)
-            if self.finite_or_skip({"train/disc_loss": d_loss}):
-                self.backward_scaled(d_loss)
-        if self.step_window(batch_idx):
-            self.finish_window(opt_g, [opt_d] if gan else [])
+            self.optimise(opt_d, d_loss, closes, "train/disc_loss")
+        if closes:
+            self.end_window([opt_g, opt_d])
         logs["train/perplexity"] = info.perplexity.detach()
         logs["train/codes_in_use"] = info.codes_in_use.detach().float()
         self.log_dict(logs, on_step=True, on_epoch=False)

@@ -57,6 +57,8 @@ class RestorationStage(TrainingStage):
         init_association_from: association-stage checkpoint (LQ/HQ encoders); both ours or official.
         init_from: a final-stage checkpoint to start from instead (ours or the official DAEFR model).
         export_path: write the restorer (safetensors) there when fitting ends.
+        log_rec_loss: also log ``train/rec_loss`` = mean |HQ - restored| (the official ``Rec_loss``; log only,
+            no gradient), at the cost of one decoder pass per step under ``no_grad``.
         **kwargs: optimisation options of :class:`daefr.stages.base.TrainingStage`.
     """
 
@@ -74,6 +76,7 @@ class RestorationStage(TrainingStage):
         init_association_from: str | None = None,
         init_from: str | None = None,
         export_path: str | None = None,
+        log_rec_loss: bool = False,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -85,6 +88,7 @@ class RestorationStage(TrainingStage):
         self.net = DAEFRNet.from_config(self.arch_config)
         self.l2_weight = float(l2_weight)
         self.export_path = export_path
+        self.log_rec_loss = bool(log_rec_loss)
         if init_from:
             self._init_from_final(init_from)
         elif init_hq_codebook_from or init_association_from:
@@ -129,20 +133,25 @@ class RestorationStage(TrainingStage):
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         lq, hq = self.images(batch, "lq"), self.images(batch, "hq")
         (opt,) = self.optimizer_list()
+        closes = self.begin_micro_batch(batch_idx)
         out = self.net(lq, hq, l2_weight=self.l2_weight, decode=False)
         loss = out["loss"]
-        if self.finite_or_skip({"train/loss": loss}):
-            self.backward_scaled(loss)
-        if self.step_window(batch_idx):
-            self.finish_window(opt)
+        logs = {"train/ce_loss": out["ce_loss"].detach(), "train/l2_loss": out["l2_loss"].detach()}
+        if self.log_rec_loss:  # official Rec_loss: decode of the predicted codes, logged only
+            with torch.no_grad():
+                fused = out["fused"]
+                restored = self.net.restorer.decode_indices(out["indices"], (fused.shape[2], fused.shape[3]), fused)
+                logs["train/rec_loss"] = (hq - restored).abs().mean()
+        self.optimise(opt, loss, closes, "train/loss", main=True)
+        if closes:
+            self.end_window([opt])
         perplexity, in_use = code_usage_stats(out["indices"], int(self.net.restorer.n_embed))
-        self.log_dict({
-            "train/ce_loss": out["ce_loss"].detach(),
-            "train/l2_loss": out["l2_loss"].detach(),
+        logs.update({
             "train/code_accuracy": (out["indices"] == out["gt_idx"]).float().mean(),
             "train/perplexity": perplexity,
             "train/codes_in_use": in_use.float(),
-        }, on_step=True, on_epoch=False)
+        })
+        self.log_dict(logs, on_step=True, on_epoch=False)
         self.log("train/loss", loss.detach(), prog_bar=True, on_step=True, on_epoch=False)
 
     # ----- validation ----------------------------------------------------------------------------

@@ -1,0 +1,68 @@
+"""Training parity of ``RestorationStage`` with the official final stage (``restoration_step`` fixture).
+
+One optimizer, one iteration: ``BCE + 10 * L2``, 282 trained tensors, 195 left out of the optimizer; see
+:mod:`daefr.testing.training_parity`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import torch
+
+from daefr.testing import training_parity as tp
+
+NAME = "restoration_step"
+
+
+@pytest.fixture(autouse=True)
+def _one_thread() -> Iterator[None]:
+    torch.set_num_threads(1)
+    yield
+
+
+@pytest.fixture(scope="module")
+def run(repo_root: Path) -> tuple[tp.TrainingFixture, tp.StageUnderTest, tp.Record]:
+    directory = tp.training_parity_dir(repo_root)
+    if not (directory / f"{NAME}.json").is_file():
+        pytest.skip(f"training-parity fixtures not found in {directory} (set ${tp.ENV_VAR})")
+    return tp.run_fixture(directory, NAME)
+
+
+def _no_failures(failures: list[str]) -> None:
+    assert not failures, f"{len(failures)} deviations:\n" + "\n".join(failures[:40])
+
+
+def test_recipe_weights_loaded_into_our_stage(run: tuple) -> None:
+    _no_failures(tp.check_initial_weights(*run))
+
+
+def test_optimizer_holds_the_official_282_tensors(run: tuple) -> None:
+    fixture, under_test, record = run
+    _no_failures(tp.check_optimizers(fixture, under_test, record) + tp.check_order(fixture, under_test, record))
+    assert [len(g["params"]) for g in record.optimizers[0].param_groups] == [282]
+    assert not record.optimizers[0].param_groups[0]["weight_decay"]
+
+
+def test_logged_losses(run: tuple) -> None:
+    fixture, _, record = run
+    _no_failures(tp.check_logged(fixture, record))
+    logs = record.logs[0]
+    assert float(logs["train/loss"]) == float(logs["train/ce_loss"] + 10 * logs["train/l2_loss"])
+
+
+def test_gradient_checksums_and_named_full_gradients(run: tuple) -> None:
+    _no_failures(tp.check_gradients(*run))
+
+
+def test_parameters_after_the_step_and_frozen_modules_unchanged(run: tuple) -> None:
+    fixture, under_test, record = run
+    _no_failures(tp.check_after(fixture, under_test, record))
+    frozen = fixture.meta["params_in_no_optimizer"]
+    keys = [k for k in fixture.meta["state_dict"] if k.startswith(tuple(f"{p}." for p in frozen["prefix_counts"]))]
+    assert len(keys) == sum(frozen["prefix_counts"].values())  # 195 here
+    for key in keys:
+        ours = under_test.names[key]
+        assert torch.equal(record.after[0][ours], record.before[0][ours]), key
