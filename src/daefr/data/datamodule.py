@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 from lightning.pytorch import LightningDataModule
-from torch.utils.data import DataLoader
+from torchdata.stateful_dataloader import StatefulDataLoader
 
 from daefr.data.dataset import SPLIT_NAMES, STATS_KEY, CorruptDataError, FaceDataset
 from daefr.data.sources import Source, resolve_source
@@ -28,15 +28,20 @@ log = logging.getLogger(__name__)
 # FaceDataset's length is exact per rank (each worker knows its share), so Lightning's generic caution
 # about IterableDataset lengths with several workers does not apply.
 warnings.filterwarnings("ignore", message=r"Your `IterableDataset` has `__len__` defined", category=UserWarning)
+# torchdata 0.11 calls a torch API that torch 2.13 marks deprecated, at every iteration (not ours to fix)
+warnings.filterwarnings("ignore", message=r"'set_vital' is deprecated", category=UserWarning)
 
 SourceSpec = str | list[str] | dict[str, Any] | None
 
 
-class EpochDataLoader(DataLoader):  # type: ignore[type-arg]
-    """A DataLoader that tells its :class:`FaceDataset` the rank, world size and epoch at every pass.
+class EpochDataLoader(StatefulDataLoader):
+    """A resumable DataLoader that tells its :class:`FaceDataset` the rank, world size and epoch at every pass.
 
     Workers are started (and get their copy of the dataset) when iteration starts, so setting the
     epoch here reseeds shuffling and resampling for each epoch; workers are never persistent.
+    ``state_dict`` / ``load_state_dict`` (``torchdata``'s ``StatefulDataLoader``, saved by Lightning in
+    every checkpoint) hold the position inside the epoch: each worker's dataset position plus which
+    worker yields next, so a resumed run continues with exactly the batches of an uninterrupted one.
     """
 
     def __init__(self, dataset: FaceDataset, *args: Any, context: Callable[[], tuple[int, int, int]] | None = None,
@@ -50,6 +55,19 @@ class EpochDataLoader(DataLoader):  # type: ignore[type-arg]
             rank, world_size, epoch = self._context()
             dataset.set_context(rank, world_size, epoch, self.num_workers)
         return super().__iter__()
+
+    def state_dict(self) -> dict[str, Any]:
+        """The loader position; empty once the epoch's last batch is out (the next pass starts afresh)."""
+        state: dict[str, Any] = super().state_dict()
+        try:
+            complete = int(state.get("_num_yielded", 0)) >= len(self)
+        except TypeError:  # length unknown
+            complete = False
+        return {} if complete else state
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        if state_dict:
+            super().load_state_dict(state_dict)
 
 
 class FaceDataModule(LightningDataModule):

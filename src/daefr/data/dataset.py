@@ -1,13 +1,24 @@
 """One iterable dataset for every source: split over ranks/workers, decode, shuffle, batch, count corrupt.
 
 Modes:
-- ``resampled=True``: each (rank, worker) draws units with replacement from a stream seeded by
-  (seed, epoch, rank, worker) and stops after its share of ``epoch_length`` batches, so every rank runs
-  exactly ``epoch_length`` steps per epoch whatever the data.
+- ``resampled=True``: each (rank, worker) draws units with replacement (``webdataset.ResampledShards``,
+  seeded by (seed, epoch, rank, worker)) and stops after its share of ``epoch_length`` batches, so every
+  rank runs exactly ``epoch_length`` steps per epoch whatever the data.
 - ``resampled=False``: a finite pass in which every sample belongs to exactly one (rank, worker) (see
   :mod:`daefr.data.split`). With ``equalize=True`` (training) ranks are cut to the same number of full
   batches, and a worker whose stream runs short (corrupt samples) starts over, so DDP never waits on a
   rank that has no batch left. Evaluation uses ``equalize=False``: each sample exactly once.
+
+The per-worker stream is a ``webdataset`` pipeline: units -> raw samples (tar shards through
+``webdataset``'s tar iterators) -> ``webdataset.shuffle`` buffer -> decode (corrupt samples skipped and
+counted) -> batches. The unit split stays ours (:mod:`daefr.data.split`): webdataset splits whole shards
+only, while we also split samples when there are few shards and cut ranks to equal batch counts.
+
+Exact resume: the dataset is *stateful* (``state_dict`` / ``load_state_dict``, the protocol of
+``torchdata``'s ``StatefulDataLoader``): each worker reports how many raw samples of its shuffled stream
+it has used; a restored worker replays its raw stream and shuffle buffer to that point without decoding
+the skipped images (flips are keyed by the position, not drawn from a shared RNG), so it continues with
+exactly the batches an uninterrupted run would have produced.
 
 Batches are built inside the workers (use ``DataLoader(batch_size=None)``):
 ``{"hq": (B, 3, H, W) float32 in [-1, 1], "key": list[str], "lq": same as hq (paired only),
@@ -25,6 +36,7 @@ from itertools import islice
 from typing import Any
 
 import torch
+import webdataset as wds
 from torch.utils.data import IterableDataset, get_worker_info
 
 from daefr.data.decode import decode_rgb, resize_center_crop, to_tensor_m11
@@ -121,6 +133,8 @@ class FaceDataset(IterableDataset[dict[str, Any]]):
         self.paired = source.paired
         # set by the DataModule (from the Trainer) before each pass; explicit for tests / plain use
         self.rank, self.world_size, self.epoch, self.num_workers = 0, 1, 0, 1
+        self._position: dict[str, int] | None = None  # of the pass in progress (see state_dict)
+        self._resume: dict[str, int] | None = None  # set by load_state_dict for the next pass
 
     # ----- planning ------------------------------------------------------------------------------
     def set_context(self, rank: int, world_size: int, epoch: int, num_workers: int) -> None:
@@ -191,6 +205,27 @@ class FaceDataset(IterableDataset[dict[str, Any]]):
             raise TypeError("length unknown: shards without a manifest and no equalize")
         return sum(batches)
 
+    # ----- resume state (torchdata Stateful protocol) --------------------------------------------------
+    def _layout(self) -> list[int]:
+        return [self.epoch, self.rank, self.world_size, self.num_workers]
+
+    def state_dict(self) -> dict[str, Any]:
+        """Position of this copy's current pass: raw samples used, batches, corrupt counts, run layout."""
+        position = self._position or {"used": 0, "batches": 0, "tried": 0, "corrupt": 0}
+        return {"layout": self._layout(), **position}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Continue the next pass from ``state`` (a :meth:`state_dict` of the same epoch and layout)."""
+        if not state or not state.get("used"):
+            self._resume = None
+            return
+        if list(state.get("layout", [])) != self._layout():
+            log.warning("%s data: the saved data position is for epoch/rank/world/workers %s, this run is %s; "
+                        "this pass starts from its beginning", self.name, state.get("layout"), self._layout())
+            self._resume = None
+            return
+        self._resume = {k: int(state[k]) for k in ("used", "batches", "tried", "corrupt")}
+
     # ----- iteration -----------------------------------------------------------------------------
     def __iter__(self) -> Iterator[dict[str, Any]]:
         info = get_worker_info()
@@ -202,20 +237,29 @@ class FaceDataset(IterableDataset[dict[str, Any]]):
         rng = random.Random(stream_seed(self.seed, self.name, self.epoch, self.rank, worker))
         tracker = CorruptionTracker(self.name, self.max_corrupt_fraction, self.corrupt_min_samples)
         if self.resampled:
-            raw = self._resampled_raw(rng, tracker)
+            raw = self._resampled_raw(worker, tracker)
         elif self.equalize:
             raw = self._cycled_raw(worker, workers, rng, tracker)
         else:
             raw = self._finite_raw(worker, workers, rng if self.shuffle_buffer else None, tracker)
-        samples = self._decoded(raw, rng, tracker)
         if self.shuffle_buffer > 1:
-            samples = _buffer_shuffle(samples, self.shuffle_buffer, rng)
+            raw = wds.shuffle(self.shuffle_buffer, initial=self.shuffle_buffer, rng=rng)(raw)
+        position = {"used": 0, "batches": 0, "tried": 0, "corrupt": 0}
+        resume, self._resume = self._resume, None
+        if resume is not None:  # replay the raw stream (no decoding) up to the saved position
+            for _ in islice(raw, resume["used"]):
+                pass
+            position.update(resume)
+            tracker.tried, tracker.corrupt = resume["tried"], resume["corrupt"]
+        self._position = position
+        samples = self._decoded(raw, worker, position, tracker)
         batches = self._batched(samples, worker, tracker)
         if my_quota is not None and (self.resampled or self.equalize):
-            batches = islice(batches, my_quota)
-        yield from batches
-        if not self.resampled and not self.equalize:
-            tracker.check()
+            batches = islice(batches, max(0, my_quota - position["batches"]))
+        for batch in batches:
+            position.update(batches=position["batches"] + 1, tried=tracker.tried, corrupt=tracker.corrupt)
+            yield batch
+        tracker.check()  # the end of this worker's pass (or quota): the corrupt fraction counts whatever the number
 
     def _finite_raw(
         self, worker: int, workers: int, rng: random.Random | None, tracker: CorruptionTracker
@@ -250,13 +294,15 @@ class FaceDataset(IterableDataset[dict[str, Any]]):
                 tracker.check()
                 return
 
-    def _resampled_raw(self, rng: random.Random, tracker: CorruptionTracker) -> Iterator[RawSample]:
+    def _resampled_raw(self, worker: int, tracker: CorruptionTracker) -> Iterator[RawSample]:
         """Units drawn with replacement forever; stops (with a check) if many draws in a row are empty."""
+        by_name = {unit.name: unit for unit in self.units}
+        seed = stream_seed(self.seed, self.name, "resample", self.epoch, self.rank, worker)
+        draws = wds.ResampledShards(list(by_name), seed=seed, worker_seed=lambda: 0, deterministic=True)
         empty_in_row = 0
-        while True:
-            unit = self.units[rng.randrange(len(self.units))]
+        for draw in draws:
             produced = False
-            for sample in self._read_unit(unit, tracker):
+            for sample in self._read_unit(by_name[draw["url"]], tracker):
                 produced = True
                 yield sample
             empty_in_row = 0 if produced else empty_in_row + 1
@@ -279,16 +325,19 @@ class FaceDataset(IterableDataset[dict[str, Any]]):
                         samples=unit.count - produced)
 
     def _decoded(
-        self, raw: Iterator[RawSample], rng: random.Random, tracker: CorruptionTracker
+        self, raw: Iterator[RawSample], worker: int, position: dict[str, int], tracker: CorruptionTracker
     ) -> Iterator[dict[str, Any]]:
         for key, fields in raw:
+            index = position["used"]
+            position["used"] = index + 1
             try:
                 sample = self._decode(key, fields)
             except ImageReadError as exc:
                 tracker.bad(str(exc))
                 continue
             tracker.good()
-            if self.flip and rng.random() < 0.5:
+            # a flip keyed by the stream position (not drawn from a shared RNG): replayable on resume
+            if self.flip and stream_seed(self.seed, "flip", self.name, self.epoch, self.rank, worker, index) & 1:
                 sample = {k: v.flip(-1) if isinstance(v, torch.Tensor) else v for k, v in sample.items()}
             yield sample
 
@@ -327,17 +376,3 @@ class FaceDataset(IterableDataset[dict[str, Any]]):
             split_id = SPLIT_NAMES.index(self.name) if self.name in SPLIT_NAMES else -1
             batch[STATS_KEY] = torch.tensor([split_id, worker, tracker.tried, tracker.corrupt], dtype=torch.int64)
             yield batch
-
-
-def _buffer_shuffle(samples: Iterator[dict[str, Any]], size: int, rng: random.Random) -> Iterator[dict[str, Any]]:
-    """Reservoir-style shuffle: keep ``size`` samples, emit a random one for each new arrival."""
-    buffer: list[dict[str, Any]] = []
-    for sample in samples:
-        if len(buffer) < size:
-            buffer.append(sample)
-            continue
-        index = rng.randrange(size)
-        buffer[index], sample = sample, buffer[index]
-        yield sample
-    rng.shuffle(buffer)
-    yield from buffer

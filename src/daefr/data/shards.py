@@ -2,8 +2,9 @@
 
 Each sample is ``<key>.png`` (or the source bytes under their own extension) plus ``<key>.json`` with
 its metadata; paired sets (``lq/`` + ``gt/``) store ``<key>.lq.png`` and ``<key>.hq.png``. Images are
-decoded, checked and (optionally) resized in a process pool; one writer appends them in input order, so
-the same input always gives byte-identical shards (fixed tar headers, sorted inputs, no timestamps).
+decoded, checked and (optionally) resized in a process pool; one ``webdataset.TarWriter`` appends them in
+input order, so the same input always gives byte-identical shards (fixed tar headers, sorted inputs, no
+timestamps).
 A ``manifest.json`` lists the shards (name, samples, bytes, sha256) and the skipped files with reasons.
 """
 
@@ -14,7 +15,6 @@ import io
 import json
 import os
 import re
-import tarfile
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
@@ -27,7 +27,7 @@ from daefr.errors import ConfigError, ImageReadError
 
 MANIFEST_FORMAT = "daefr-shards/1"
 TAR_BLOCK = 512
-TAR_RECORD = 20 * TAR_BLOCK  # tarfile pads the archive to whole records
+TAR_RECORD = 20 * TAR_BLOCK  # tar writers pad the archive to whole records
 _SHARD_NAME = re.compile(r"[A-Za-z0-9_-]+-[0-9]{6}\.tar")  # what we write: {prefix}-NNNNNN.tar
 
 
@@ -191,27 +191,29 @@ def _tar_member_size(payload: int) -> int:
 
 
 class _ShardFile:
-    """One tar shard written to a temporary file beside it, published by rename when complete."""
+    """One tar shard, written by ``webdataset.TarWriter`` to a temporary file and renamed when complete.
+
+    Fixed member metadata (mtime 0, no owner names, mode 0644, PAX headers) makes the bytes depend on
+    the samples only.
+    """
 
     def __init__(self, out_dir: Path, name: str) -> None:
+        from webdataset import TarWriter
+
         from daefr.utils.io import atomic_open
 
         self.final = out_dir / name
         self._writer = atomic_open(self.final, "wb")
         self.handle = self._writer.__enter__()
-        self.tar = tarfile.open(fileobj=self.handle, mode="w", format=tarfile.PAX_FORMAT)
+        # mtime must be an int: a float mtime makes tarfile add a PAX header to every member
+        self.tar = TarWriter(self.handle, user="", group="", mode=0o644, mtime=0, encoder=False,
+                             format="PAX_FORMAT")
         self.count = 0
         self.size = 2 * TAR_BLOCK  # end-of-archive blocks
 
     def add(self, sample: Processed) -> None:
-        for suffix in sorted(sample.members):
-            data = sample.members[suffix]
-            info = tarfile.TarInfo(f"{sample.key}.{suffix}")
-            info.size, info.mtime, info.mode = len(data), 0, 0o644
-            info.uid = info.gid = 0
-            info.uname = info.gname = ""
-            self.tar.addfile(info, io.BytesIO(data))
-            self.size += _tar_member_size(len(data))
+        self.tar.write({"__key__": sample.key, **sample.members})  # members in sorted order
+        self.size += sum(_tar_member_size(len(data)) for data in sample.members.values())
         self.count += 1
 
     def close(self) -> dict[str, Any]:

@@ -16,7 +16,6 @@ import abc
 import io
 import json
 import os
-import tarfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -115,13 +114,14 @@ def _manifest_units(directory: Path) -> list[Unit]:
 
 
 def open_url(url: str) -> IO[bytes]:
-    """Open a shard's raw bytes: local path, ``file://``, ``pipe:CMD`` or any fsspec URL."""
-    if url.startswith("pipe:"):
-        from webdataset.gopen import gopen
-
-        return gopen(url, "rb")  # type: ignore[no-any-return]
+    """Open a shard's raw bytes: local path, ``file://``, a ``webdataset.gopen`` scheme (``pipe:``,
+    ``http(s)://``, ``gs://``, ``hf://``...) or else any fsspec URL (``s3://``, ``memory://``...)."""
     if _is_local(url):
         return open(_local_path(url), "rb")
+    from webdataset.gopen import gopen, gopen_schemes
+
+    if url.split(":", 1)[0] in gopen_schemes:
+        return gopen(url, "rb")  # type: ignore[no-any-return]
     import fsspec
 
     return fsspec.open(url, "rb").open()  # type: ignore[no-any-return]
@@ -198,34 +198,41 @@ def open_shard(url: str) -> IO[bytes]:
         opener = lzma.LZMAFile
     if opener is None:
         return buffered
-    return io.BufferedReader(_BoundedDecompression(opener(fileobj=buffered), counting, url))
+    inner = io.BufferedReader(_BoundedDecompression(opener(fileobj=buffered), counting, url))
+    try:
+        nested = inner.peek(6)[:6]
+    except (OSError, EOFError) as exc:
+        inner.close()
+        raise SourceReadError(f"shard {url} is unreadable or truncated: {type(exc).__name__}: {exc}") from exc
+    if nested.startswith((b"\x1f\x8b", b"BZh", b"\xfd7zXZ\x00")):
+        inner.close()
+        raise SourceReadError(f"shard {url} is compressed twice; store tar shards compressed once (or not at all)")
+    return inner
 
 
 def iter_tar_samples(stream: IO[bytes], name: str) -> Iterator[RawSample]:
-    """Group consecutive tar members by key (text before the first dot of the base name)."""
-    key: str | None = None
-    fields: dict[str, bytes] = {}
+    """Samples of one tar stream through ``webdataset``'s tar iterators: members grouped by key.
+
+    The key is the member path up to the first dot of its base name; ``__*__`` metadata members are
+    skipped. Any failure (not a tar, truncated, duplicate member) is a :class:`SourceReadError`.
+    """
+    from webdataset.handlers import reraise_exception
+    from webdataset.tariterators import group_by_keys, tar_file_iterator
+
+    def files() -> Iterator[dict[str, Any]]:
+        for member in tar_file_iterator(stream, handler=reraise_exception):
+            member["__url__"] = name
+            yield member
+
     try:
-        with tarfile.open(fileobj=stream, mode="r|*") as tar:
-            for member in tar:
-                if not member.isfile():
-                    continue
-                directory, _, base = member.name.rpartition("/")
-                stem, dot, ext = base.partition(".")
-                if not dot or stem.startswith("__"):
-                    continue
-                member_key = f"{directory}/{stem}" if directory else stem
-                handle = tar.extractfile(member)
-                data = handle.read() if handle is not None else b""
-                if member_key != key:
-                    if key is not None and fields:
-                        yield key, fields
-                    key, fields = member_key, {}
-                fields[ext.lower()] = data
-    except (tarfile.TarError, OSError, EOFError) as exc:
-        raise SourceReadError(f"shard {name} is unreadable or truncated: {type(exc).__name__}: {exc}") from exc
-    if key is not None and fields:
-        yield key, fields
+        for sample in group_by_keys(files(), handler=reraise_exception):
+            key = sample.pop("__key__")
+            yield key, {k: v for k, v in sample.items() if not k.startswith("__")}
+    except SourceReadError:
+        raise
+    except Exception as exc:  # tarfile / gzip / OS errors, also as re-raised by webdataset's handlers
+        message = str(exc.args[0] if exc.args else exc).split(" @ ")[0]
+        raise SourceReadError(f"shard {name} is unreadable or truncated: {type(exc).__name__}: {message}") from exc
 
 
 class ShardSource(Source):
