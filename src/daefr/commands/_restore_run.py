@@ -98,8 +98,11 @@ def _detector_spec(args: argparse.Namespace) -> Any:
 def _check(args: argparse.Namespace) -> None:
     if args.batch_size < 1:
         raise ConfigError(f"--batch-size must be >= 1, got {args.batch_size}")
-    if args.upscale <= 0:
-        raise ConfigError(f"--upscale must be positive, got {args.upscale}")
+    from daefr.inference.restorer import MAX_UPSCALE
+
+    if not 0 < args.upscale <= MAX_UPSCALE:
+        raise ConfigError(f"--upscale must be in (0, {MAX_UPSCALE:g}] (size limit: the output must stay readable), "
+                          f"got {args.upscale:g}")
     if args.max_faces is not None and args.max_faces < 1:
         raise ConfigError(f"--max-faces must be >= 1, got {args.max_faces}")
     if args.min_face_size < 0:

@@ -27,10 +27,13 @@ from daefr.inference import optional
 from daefr.inference.alignment import align_face, apply_affine, face_template, invert_affine
 from daefr.inference.detection import DetectedFace, FaceDetector, select_faces
 from daefr.inference.paste import PASTE_MODES, BackgroundUpsampler, PastedFace, draw_boxes, paste_faces
+from daefr.utils.images import DEFAULT_MAX_PIXELS
 
 K = TypeVar("K")
 PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 DEFAULT_FACE_SIZE = 512
+#: Largest ``upscale``; the output must also stay within the image reader's pixel limit (DEFAULT_MAX_PIXELS).
+MAX_UPSCALE = 8.0
 
 
 @dataclass
@@ -282,6 +285,14 @@ class Restorer:
             assert faces[0].restored is not None
             image = faces[0].restored
         else:
+            height, width = job.image.shape[:2]
+            out_h, out_w = round(height * upscale), round(width * upscale)
+            if out_h * out_w > DEFAULT_MAX_PIXELS:
+                raise ConfigError(
+                    f"upscale {upscale:g} would make a {out_w}x{out_h} image ({out_w * out_h / 1e6:.0f} Mpx), above "
+                    f"the {DEFAULT_MAX_PIXELS / 1e6:.0f} Mpx limit of daefr's image reader (size limit hit); "
+                    "use a smaller --upscale"
+                )
             canvas = self.upsampler(job.image, upscale)
             pasted = [PastedFace(f.restored, f.affine, f.cropped) for f in faces]
             image = paste_faces(canvas, pasted, upscale=upscale, feather=self.feather, mode=self.paste)
@@ -328,8 +339,8 @@ class Restorer:
         ``return_exceptions``, a photo that fails (a :class:`DaefrError`) yields its exception
         instead of stopping the stream.
         """
-        if upscale <= 0:
-            raise ConfigError(f"upscale must be positive, got {upscale}")
+        if not 0 < upscale <= MAX_UPSCALE:
+            raise ConfigError(f"upscale must be in (0, {MAX_UPSCALE:g}], got {upscale:g} (size limit)")
         selection = dict(only_center_face=only_center_face, max_faces=max_faces, min_face_size=min_face_size)
         jobs: deque[_Job] = deque()
         queue: list[tuple[_Job, int]] = []

@@ -8,6 +8,10 @@ naming the file and the reason for: missing file, broken symlink, symlink loop, 
 file, unreadable permissions, zero bytes, non-image data, truncated/corrupt data, images smaller than
 ``min_size`` and declared sizes above ``max_pixels`` (checked from the header, before decoding, so a
 tiny "decompression bomb" file costs nothing). The input file is only ever opened for reading.
+
+Only the formats in :data:`DECODED_FORMATS` are decoded: Pillow is never asked to identify anything
+else, so EPS/PostScript (which Pillow hands to Ghostscript), PDF and the other plugins never see the
+file. The pixel limit is :data:`DEFAULT_MAX_PIXELS` (64 Mpx; ``DAEFR_MAX_PIXELS`` overrides it).
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from daefr.utils.io import atomic_open
 from daefr.utils.reasons import one_line_reason
 
 __all__ = [
+    "DECODED_FORMATS",
     "DEFAULT_MAX_PIXELS",
     "DEFAULT_MIN_SIZE",
     "IMAGE_EXTENSIONS",
@@ -37,8 +42,17 @@ __all__ = [
     "write_image",
 ]
 
-#: Largest accepted width*height: Pillow's own bomb threshold (about 89.5 megapixels).
-DEFAULT_MAX_PIXELS: int = int(Image.MAX_IMAGE_PIXELS or 89_478_485)
+#: Largest accepted width*height: 64 Mpx (8192 x 8192; a 48 Mpx phone photo passes). Restoring a photo
+#: takes about 50 bytes per pixel at the peak, so this bounds one input to about 3.3 GB. The environment
+#: variable ``DAEFR_MAX_PIXELS`` raises or lowers it for a whole run.
+DEFAULT_MAX_PIXELS: int = int(os.environ.get("DAEFR_MAX_PIXELS", "") or 64 * 2**20)
+#: Pillow format names decoded (by content, whatever the extension says); nothing else reaches Pillow's
+#: plugins. (Pillow opens MPO, the JPEG variant many cameras write, through its JPEG plugin.)
+DECODED_FORMATS: tuple[str, ...] = ("PNG", "JPEG", "BMP", "WEBP", "TIFF", "GIF")
+#: Magic bytes of formats refused by name (they would start external programs or are not photos).
+_REFUSED_SIGNATURES: tuple[tuple[bytes, str], ...] = (
+    (b"%!PS", "EPS/PostScript"), (b"\xc5\xd0\xd3\xc6", "EPS"), (b"%PDF", "PDF"),
+)
 #: Smallest accepted side length in pixels (a 1x1 "image" is not a face).
 DEFAULT_MIN_SIZE: int = 8
 #: File extensions collected from folders and glob patterns (compared case-insensitively).
@@ -99,6 +113,15 @@ def _sniff(path: Path) -> str:
     return next((name for magic, name in _SIGNATURES if head.startswith(magic)), "")
 
 
+def _refused_format(path: Path) -> str:
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(8)
+    except OSError:
+        return ""
+    return next((name for magic, name in _REFUSED_SIGNATURES if head.startswith(magic)), "")
+
+
 def _to_rgb(image: Image.Image, alpha: str) -> np.ndarray:
     """Pillow image of any mode -> (H, W, 3) uint8 RGB."""
     mode = image.mode
@@ -144,7 +167,7 @@ def read_image(
     try:
         with open(file, "rb") as handle, warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(handle) as image:
+            with Image.open(handle, formats=DECODED_FORMATS) as image:
                 width, height = image.size
                 if width * height > max_pixels:
                     raise _fail(
@@ -166,6 +189,10 @@ def read_image(
     except PermissionError:
         raise _fail(file, "permission denied") from None
     except UnidentifiedImageError:
+        refused = _refused_format(file)
+        if refused:
+            raise _fail(file, f"{refused} files are not decoded (only {', '.join(DECODED_FORMATS)}; {refused} "
+                              "would start an external program); convert it to PNG first") from None
         kind = _sniff(file)
         if kind:
             raise _fail(file, f"corrupt or truncated {kind} file (its header cannot be parsed)") from None
