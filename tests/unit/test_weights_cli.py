@@ -125,6 +125,15 @@ def test_download_fetches_into_the_hub_cache_layout(fake_hub, env, capsys) -> No
     assert snapshot.read_bytes() == data
 
 
+def test_list_remote_asks_the_hub_for_sizes(fake_hub, capsys) -> None:
+    fake_hub.files[f"{DAEFR_REPO}/DAEFR_model.ckpt"] = b"x" * 3000
+    assert main(["weights", "list", "--remote"]) == 0
+    text = capsys.readouterr().out
+    assert "not cached (2.9 KiB on the Hub)" in text
+    assert text.count("on the Hub)") == 1  # the other files are missing on this server: no size
+    assert main(["weights", "list"]) == 0 and "on the Hub)" not in capsys.readouterr().out
+
+
 def test_download_reports_each_failure_and_exits_1(fake_hub, capsys) -> None:
     assert main(["weights", "download", "daefr-association", "hf://someone/missing/file.ckpt", "no-such-name"]) == 1
     lines = capsys.readouterr().out.strip().splitlines()

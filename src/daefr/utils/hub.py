@@ -298,6 +298,21 @@ def fetch_hub_file(file: HubFile, what: str, spec: str, *, force: bool = False,
     return require_regular_file(path, what)
 
 
+def remote_size(file: HubFile) -> int | None:
+    """Size in bytes of ``file`` on the Hub (one metadata request with the timeout), ``None`` if unknown."""
+    if offline():
+        return None
+    from huggingface_hub import get_hf_file_metadata, hf_hub_url
+
+    endpoint = os.environ.get("HF_ENDPOINT") or None
+    try:
+        meta = get_hf_file_metadata(hf_hub_url(file.repo_id, file.filename, revision=file.revision, endpoint=endpoint),
+                                    timeout=timeout_s())
+    except Exception:  # unreachable, missing or gated: the listing just shows no size
+        return None
+    return int(meta.size) if meta.size is not None else None
+
+
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     return text[0] if text else "no details"
