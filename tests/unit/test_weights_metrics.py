@@ -51,3 +51,30 @@ def test_niqe_parameters_by_hf_uri(env) -> None:
     write_hub_snapshot(env["hub"], "someone/niqe", {"params/niqe_pris_params.npz": buffer.getvalue()})
     got_mu, got_cov = load_niqe_params("hf://someone/niqe/params/niqe_pris_params.npz")
     assert np.allclose(got_mu.ravel(), mu) and np.allclose(got_cov, cov)
+
+
+def test_evaluate_scores_lpips_with_the_weights_inside_the_released_codebook(env, tmp_path) -> None:
+    from PIL import Image
+
+    from daefr.cli import main
+    from daefr.testing.hub_cache import DAEFR_REPO
+    from daefr.testing.weights import write_random_lpips_weights
+
+    official = write_random_lpips_weights(tmp_path / "lpips").official  # {"state_dict": {"loss.perceptual_loss.*"}}
+    write_hub_snapshot(env["hub"], DAEFR_REPO, {"HQ_codebook.ckpt": official.read_bytes()})
+    rng = np.random.default_rng(0)
+    for folder in ("restored", "gt"):
+        (tmp_path / folder).mkdir()
+        for i in range(2):
+            Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(tmp_path / folder / f"{i}.png")
+    import json
+
+    scores = []
+    for spec in ("daefr-hq-codebook", str(official)):
+        out = tmp_path / f"report{len(scores)}"
+        assert main(["evaluate", "--restored", str(tmp_path / "restored"), "--gt", str(tmp_path / "gt"),
+                     "--out", str(out), "--metrics", "lpips", "--strict", "--lpips-weights", spec]) == 0
+        summary = json.loads((out / "summary.json").read_text())
+        assert summary["skipped"] == {} and summary["info"]["config"]["lpips_weights"] == spec
+        scores.append(summary["summary"]["lpips"])
+    assert scores[0] == scores[1] and scores[0] > 0  # the name reads the same weights as the file
