@@ -17,6 +17,77 @@ from daefr.errors import CheckpointError, ConfigError, DaefrError
 FILE_CHOSEN_KEYS = ("export_path", "init_from", "init_hq_codebook_from", "init_association_from")
 
 
+#: Config keys (last part) whose numbers count things: never negative (``max_*`` may be -1: unlimited).
+_COUNT_SUFFIXES = ("_size", "_steps", "_epochs", "_batches", "_workers")
+_COUNT_NAMES = ("size", "steps", "resolution", "n_embed")
+_UNLIMITED = ("max_steps", "max_epochs", "max_time")
+
+
+def _check_values(config: Any, where: str = "") -> None:
+    """Refuse NaN/Inf numbers anywhere and negative counts (sizes, steps, epochs) with one line naming the key."""
+    import math
+
+    items = config.items() if hasattr(config, "items") else enumerate(config) if isinstance(config, list) else ()
+    for key, value in items:
+        at = f"{where}.{key}" if where else str(key)
+        if isinstance(value, bool):
+            continue
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(f"{at} is {value}; give a finite number")
+        if str(key).rsplit(".", 1)[-1] == "batch_size" and isinstance(value, int) and value < 1:
+            raise ConfigError(f"{at} is {value}; it must be >= 1")
+        name = str(key).rsplit(".", 1)[-1]  # jsonargparse Namespaces yield flattened dotted keys
+        is_count = name.endswith(_COUNT_SUFFIXES) or name in _COUNT_NAMES
+        if is_count and isinstance(value, (int, float)) and value < 0 and not (name in _UNLIMITED and value == -1):
+            allowed = " (or -1 for no limit)" if name in _UNLIMITED else ""
+            raise ConfigError(f"{at} is {value}; it counts something, so it must be >= 0{allowed}")
+        if hasattr(value, "items") or isinstance(value, list):
+            _check_values(value, at)
+
+
+def _refuse_empty_configs(argv: Sequence[str]) -> None:
+    """An empty ``--config`` file gives jsonargparse's bare "Unexpected config": say what it is instead."""
+    for i, arg in enumerate(argv):
+        value = argv[i + 1] if arg in ("--config", "-c") and i + 1 < len(argv) else (
+            arg.split("=", 1)[1] if arg.startswith("--config=") else None)
+        if value is None or not Path(value).is_file():
+            continue
+        try:
+            text = Path(value).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError):
+            continue
+        if not any(line.strip() and not line.lstrip().startswith("#") for line in text.splitlines()):
+            raise ConfigError(f"config file {value} is empty; start from one of configs/ (e.g. "
+                              "configs/tiny/hq_codebook.yaml) or run `daefr fit --print_config`")
+
+
+def _interpolation_message(exc: Exception) -> str:
+    """One line from an OmegaConf interpolation error: what failed, where, and the fix."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    key = next((line.split(":", 1)[1].strip() for line in lines if line.startswith("full_key:")), "")
+    where = f" in {key}" if key else ""
+    what = lines[0] if lines else type(exc).__name__
+    return (f"cannot resolve an interpolation{where}: {what}; set the environment variable or define the key "
+            "it names, or write the value directly")
+
+
+def _warn_if_no_last_checkpoint(trainer: Any) -> None:
+    """``--ckpt_path last`` with no last checkpoint: Lightning starts from scratch; say so loudly."""
+    found: set[str] = set()
+    folders: list[str] = []
+    for callback in getattr(trainer, "checkpoint_callbacks", []):
+        finder = getattr(callback, "_find_last_checkpoints", None)
+        if finder is not None:
+            found |= finder(trainer)
+            resolve = getattr(callback, "_ModelCheckpoint__resolve_ckpt_dir", None)
+            folder = resolve(trainer) if resolve is not None else getattr(callback, "dirpath", None)
+            folders.append(str(folder or "the checkpoint folder"))
+    if not found:
+        where = ", ".join(folders) or "this run (no ModelCheckpoint callback)"
+        print(f"daefr fit: WARNING: --ckpt_path last: no last checkpoint in {where}; STARTING FROM SCRATCH "
+              "(pass an explicit checkpoint path to require a resume)", file=sys.stderr, flush=True)
+
+
 def _checkpoint_hparams(path: Path) -> dict[str, Any]:
     """The checkpoint's ``hyper_parameters``, loaded weights-only and checked as untrusted data.
 
@@ -37,7 +108,7 @@ def _checkpoint_hparams(path: Path) -> dict[str, Any]:
     except pickle.UnpicklingError as exc:
         raise CheckpointError(f"{path}: refused or unreadable checkpoint ({one_line_reason(exc)})") from None
     except Exception as exc:  # zip/pickle internals, a safetensors or text file: one line naming the file
-        raise CheckpointError(f"{path}: cannot load checkpoint (truncated, corrupt or not a Lightning "
+        raise CheckpointError(f"{path}: cannot load checkpoint (truncated or corrupt, or not a Lightning "
                               f"checkpoint?): {one_line_reason(exc)}") from None
     if not isinstance(ckpt, dict):
         raise CheckpointError(f"{path}: holds a {type(ckpt).__name__}, not a Lightning checkpoint dict")
@@ -59,23 +130,30 @@ class DaefrCLI(LightningCLI):
     # nested jsonargparse reports; errors raised while training are not touched.
     def parse_arguments(self, parser: Any, args: Any) -> None:
         from jsonargparse import ArgumentError
+        from omegaconf.errors import OmegaConfBaseException
 
         from daefr.cli_errors import config_error_message
 
+        command = sys.argv[1] if len(sys.argv) > 1 else "fit"
+        _refuse_empty_configs(sys.argv[2:] if args is None else list(args))
         try:
             super().parse_arguments(parser, args)
         except ArgumentError as exc:
-            command = sys.argv[1] if len(sys.argv) > 1 else "fit"
             raise ConfigError(f"{config_error_message(str(exc))} (see `daefr {command} --help`)") from None
+        except OmegaConfBaseException as exc:  # ${oc.env:UNSET}, ${missing.key}
+            raise ConfigError(_interpolation_message(exc)) from None
+        _check_values(self.config)
 
     def instantiate_classes(self) -> None:
+        from lightning.fabric.utilities.exceptions import MisconfigurationException
+
         from daefr.cli_errors import config_error_message, daefr_error_in_chain
 
         try:
             super().instantiate_classes()
         except DaefrError:
             raise
-        except (ValueError, TypeError) as exc:
+        except (ValueError, TypeError, MisconfigurationException) as exc:
             inner = daefr_error_in_chain(exc)
             if inner is not None:
                 raise inner from None
@@ -107,6 +185,9 @@ class DaefrCLI(LightningCLI):
         return str(self.config[subcommand].get("ckpt_path")) if subcommand else "ckpt_path"
 
     def _run_subcommand(self, subcommand: str) -> None:
+        ckpt_path = (self.config.get(subcommand) or {}).get("ckpt_path") if self.config else None
+        if subcommand == "fit" and ckpt_path == "last":
+            _warn_if_no_last_checkpoint(self.trainer)
         try:
             super()._run_subcommand(subcommand)
         except CheckpointError as exc:  # name the file the user gave when the message does not

@@ -74,6 +74,22 @@ CASES: dict[str, tuple[Any, list[str], list[str]]] = {
                                        ["other_arch.ckpt", "does not fit this CodebookStage", "missing keys"]),
     "truncated_resume_checkpoint": (lambda c: None, ["--ckpt_path", "{truncated}"],
                                     ["truncated.ckpt", "truncated or corrupt"]),
+    # issue 15: a checkpoint's hyper-parameters are data; they never import a class path
+    "hostile_hyper_parameters": (lambda c: None, ["--ckpt_path", "{evil}"],
+                                 ["evil.ckpt (hyper_parameters)", "refused", "os.system"]),
+    "not_a_checkpoint_safetensors": (lambda c: None, ["--ckpt_path", "{fake_st}"],
+                                     ["fake.safetensors", "cannot load checkpoint"]),
+    "negative_steps": (lambda c: c["trainer"].update(max_steps=-5), [],
+                       ["trainer.max_steps is -5", "must be >= 0 (or -1 for no limit)"]),
+    "negative_batch_size": (lambda c: c["data"]["init_args"].update(batch_size=-2), [],
+                            ["data.init_args.batch_size is -2", "must be >= 1"]),
+    "nan_learning_rate": (lambda c: c["model"]["init_args"].update(learning_rate=float("nan")), [],
+                          ["model.init_args.learning_rate is nan", "finite"]),
+    "unset_env_interpolation": (lambda c: c["trainer"].update(default_root_dir="${oc.env:DAEFR_TEST_UNSET_VAR}"), [],
+                                ["DAEFR_TEST_UNSET_VAR", "trainer.default_root_dir", "set the environment variable"]),
+    "missing_interpolation_key": (lambda c: c["trainer"].update(default_root_dir="${nothere.key}"), [],
+                                  ["'nothere.key' not found", "trainer.default_root_dir"]),
+    "empty_config": (lambda c: c.clear(), [], ["is empty", "configs/tiny/hq_codebook.yaml"]),
 }
 
 
@@ -85,12 +101,19 @@ def results(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
                 "global_step": 0, "pytorch-lightning_version": "2.6.6", "loops": {}}, other)
     truncated = tmp / "truncated.ckpt"
     truncated.write_bytes(other.read_bytes()[:200])
-    subst = {"{other}": str(other), "{truncated}": str(truncated)}
+    marker = tmp / "ran.marker"
+    evil = tmp / "evil.ckpt"
+    torch.save({"state_dict": {}, "epoch": 0, "global_step": 0, "pytorch-lightning_version": "2.6.6", "loops": {},
+                "hyper_parameters": {"encoder": {"class_path": "os.system",
+                                                 "init_args": {"command": f"touch {marker}"}}}}, evil)
+    fake_st = tmp / "fake.safetensors"
+    fake_st.write_text("not a safetensors file")
+    subst = {"{other}": str(other), "{truncated}": str(truncated), "{evil}": str(evil), "{fake_st}": str(fake_st)}
     plan = []
     for name, (mutate, extra, _) in CASES.items():
         cfg = copy.deepcopy(_base(tmp))
         mutate(cfg)
-        text = yaml.safe_dump(cfg)
+        text = yaml.safe_dump(cfg) if cfg else ""
         for key, value in subst.items():
             text = text.replace(key, value)
         path = tmp / f"{name}.yaml"
@@ -101,7 +124,13 @@ def results(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     line = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULTS ")][-1]
-    return json.loads(line[len("RESULTS "):])
+    outcome: dict[str, Any] = json.loads(line[len("RESULTS "):])
+    outcome["_marker_appeared"] = marker.exists()
+    return outcome
+
+
+def test_hostile_checkpoint_ran_nothing(results: dict[str, Any]) -> None:
+    assert results["_marker_appeared"] is False
 
 
 @pytest.mark.parametrize("name", list(CASES))
@@ -114,3 +143,18 @@ def test_config_error_is_one_clear_line(results: dict[str, Any], name: str) -> N
     for needle in CASES[name][2]:
         assert needle in message, (needle, message)
     assert len(message) < 600, message
+
+
+def test_ckpt_path_last_without_checkpoint_says_starting_from_scratch(tmp_path: Path) -> None:
+    cfg = _base(tmp_path)
+    path = tmp_path / "base.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    env = dict(os.environ, WANDB_MODE="disabled", OMP_NUM_THREADS="1")
+    proc = subprocess.run(
+        [sys.executable, "-c", "import sys; from daefr.cli import main; sys.exit(main(sys.argv[1:]))",
+         "fit", "--config", str(path), "--ckpt_path", "last"],
+        env=env, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    loud = [line for line in proc.stderr.splitlines() if "STARTING FROM SCRATCH" in line]
+    assert len(loud) == 1 and "--ckpt_path last: no last checkpoint in" in loud[0], proc.stderr[-2000:]
+    assert str(tmp_path / "run") in loud[0]

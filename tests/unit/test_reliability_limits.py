@@ -75,3 +75,61 @@ def test_upscale_is_bounded(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
     restorer = Restorer.__new__(Restorer)
     with pytest.raises(ConfigError, match="upscale must be in"):
         next(restorer.restore_many([], upscale=MAX_UPSCALE * 2))
+
+
+# ----- one line instead of a traceback ----------------------------------------------------------------
+
+
+def _one_error_line(capsys: pytest.CaptureFixture[str]) -> str:
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert len(lines) == 1 and "Traceback" not in lines[0], lines
+    return lines[0]
+
+
+@pytest.fixture(scope="module")
+def small_weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from daefr.models.restorer import DAEFRRestorer
+
+    small = {"ch_mult": [1, 2], "resolution": 16, "attn_resolutions": [8], "z_channels": 32, "embed_dim": 32,
+             "n_embed": 64, "n_layers": 1, "transformer_dim": 32, "dim_mlp": 64}
+    return DAEFRRestorer.from_config("tiny", **small).save(tmp_path_factory.mktemp("w") / "small.safetensors")
+
+
+@pytest.mark.parametrize(("arch", "needle"), [('{"ch": "x"}', "cannot build the restorer architecture"),
+                                              ('{"ch_mult": ["x"]}', "are not usable")])
+def test_bad_arch_keywords_are_one_line(small_weights: Path, tmp_path: Path, arch: str, needle: str,
+                                        capsys: pytest.CaptureFixture[str]) -> None:
+    face = tmp_path / "face.png"
+    Image.fromarray(np.zeros((16, 16, 3), np.uint8)).save(face)
+    assert main(["restore", str(face), "-o", str(tmp_path / "out"), "-w", str(small_weights), "--arch", arch,
+                 "--aligned", "--device", "cpu", "--no-progress"]) == 1
+    assert needle in _one_error_line(capsys)
+
+
+def test_unavailable_device_is_one_line(small_weights: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import torch
+
+    face = tmp_path / "face.png"
+    Image.fromarray(np.zeros((16, 16, 3), np.uint8)).save(face)
+    devices = [d for d, ok in (("mps", torch.backends.mps.is_available()), ("cuda", torch.cuda.is_available()),
+                               ("cuda:7", torch.cuda.device_count() > 7)) if not ok]
+    assert devices, "every device exists here: nothing to refuse"
+    for device in devices:
+        assert main(["restore", str(face), "-o", str(tmp_path / "out"), "-w", str(small_weights), "--aligned",
+                     "--device", device, "--no-progress"]) == 1
+        line = _one_error_line(capsys)
+        assert f"device {device!r} requested but" in line and "--device cpu" in line
+
+
+@pytest.mark.parametrize("content", [b"random bytes, not numpy", b"PK\x03\x04not a zip"])
+def test_bad_niqe_params_is_one_line(tmp_path: Path, content: bytes, capsys: pytest.CaptureFixture[str]) -> None:
+    for folder in ("restored", "gt"):
+        (tmp_path / folder).mkdir()
+        Image.fromarray(np.full((32, 32, 3), 100, np.uint8)).save(tmp_path / folder / "a.png")
+    bad = tmp_path / "niqe.npz"
+    bad.write_bytes(content)
+    assert main(["evaluate", "--restored", str(tmp_path / "restored"), "--gt", str(tmp_path / "gt"),
+                 "--metrics", "niqe", "--niqe-params", str(bad), "-o", str(tmp_path / "report")]) == 1
+    line = _one_error_line(capsys)
+    assert f"--niqe-params {bad}: not a readable NIQE parameter file" in line
+    assert not (tmp_path / "report").exists()

@@ -83,6 +83,8 @@ def run(args: argparse.Namespace) -> int:
     else:
         raise ConfigError("nothing to evaluate: pass --restored DIR, --checkpoint X --lq DIR, or --compare A B")
     metrics = tuple(m.strip().lower() for m in args.metrics.split(",") if m.strip()) if args.metrics else None
+    if args.niqe_params and (metrics is None or "niqe" in metrics):
+        _check_niqe_params(args.niqe_params)
     cfg = MetricsConfig(
         metrics=metrics, y_channel=args.y_channel, crop_border=args.crop_border, weights_dir=args.weights_dir,
         lpips_vgg=args.lpips_vgg, lpips_lin=args.lpips_lin, lpips_weights=args.lpips_weights,
@@ -118,6 +120,22 @@ def run(args: argparse.Namespace) -> int:
         print(f"{len(failed)} of {len(failed) + len(result.rows)} image(s) could not be read", file=sys.stderr)
         return 1
     return 0
+
+
+def _check_niqe_params(path: str) -> None:
+    """Read ``--niqe-params`` once up front: a bad file is one line before any image is scored."""
+    from daefr.errors import ConfigError, DaefrError
+    from daefr.metrics.niqe import load_niqe_params
+    from daefr.utils.reasons import one_line_reason
+
+    try:
+        load_niqe_params(path)
+    except DaefrError:
+        raise
+    except Exception as exc:  # numpy/zip/scipy internals: a damaged, pickled or foreign file
+        raise ConfigError(f"--niqe-params {path}: not a readable NIQE parameter file ({one_line_reason(exc)}); "
+                          "give niqe_pris_params.npz or modelparameters.mat, or fit your own with "
+                          "daefr.metrics.niqe.fit_niqe_params") from None
 
 
 def _save_fid_stats(folder: str, cfg: object, path: str) -> None:

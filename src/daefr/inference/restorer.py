@@ -89,6 +89,13 @@ def select_device(device: str | torch.device = "auto") -> torch.device:
             raise ConfigError(f"invalid device {device!r}: {exc}; use auto, cpu, cuda, cuda:N or mps") from exc
         if chosen.type == "cuda" and not torch.cuda.is_available():
             raise ConfigError(f"device {device!r} requested but CUDA is not available; use --device cpu")
+        if chosen.type == "cuda" and chosen.index is not None and chosen.index >= torch.cuda.device_count():
+            raise ConfigError(f"device {device!r} requested but only {torch.cuda.device_count()} CUDA device(s) "
+                              "exist; use cuda:0 or --device cpu")
+        mps_backend = getattr(torch.backends, "mps", None)
+        if chosen.type == "mps" and not (mps_backend is not None and mps_backend.is_available()):
+            raise ConfigError(f"device {device!r} requested but MPS (Apple GPU) is not available on this machine; "
+                              "use --device cpu (or auto)")
         return chosen
     if torch.cuda.is_available():
         return torch.device("cuda")

@@ -133,10 +133,14 @@ def restorer_from_official(state_dict: Mapping[str, Tensor], *, preset: str | No
     report is attached as ``restorer.load_report``. Returns the restorer in eval mode.
     """
     sd = _unwrap(state_dict)
-    if preset is None and is_daefr_final_state_dict(sd):
-        cfg = restorer_arch("full", **{**infer_official_arch(sd), **arch})  # given keywords win
-    else:
-        cfg = restorer_arch(preset, **arch)
+    try:
+        if preset is None and is_daefr_final_state_dict(sd):
+            cfg = restorer_arch("full", **{**infer_official_arch(sd), **arch})  # given keywords win
+        else:
+            cfg = restorer_arch(preset, **arch)
+    except (TypeError, ValueError) as exc:  # e.g. --arch '{"ch_mult": ["x"]}'
+        raise ConfigError(f"architecture keywords {arch} are not usable: {exc}; give numbers where the official "
+                          "config has numbers") from None
     # no size bound here: the architecture is the caller's or read off the tensors' own shapes
     restorer = _build(cfg, fast, strict)
     report = load_official_into_restorer(restorer, sd, strict=strict)
@@ -157,8 +161,12 @@ def _build(cfg: dict[str, Any], fast: bool, strict: bool, source_bytes: int | No
     device (no memory) and refused with :class:`UnsafeFileError` when it would need more than that
     (plus :data:`STRICT_SLACK_BYTES`; ``LOOSE_FACTOR`` times as much when not strict).
     """
-    with torch.device("meta"):
-        shell = DAEFRRestorer.from_config(cfg, fast=fast)
+    try:
+        with torch.device("meta"):
+            shell = DAEFRRestorer.from_config(cfg, fast=fast)
+    except (TypeError, ValueError) as exc:  # e.g. --arch '{"ch": "x"}': one line, not a traceback
+        raise ConfigError(f"cannot build the restorer architecture ({type(exc).__name__}: {exc}); check the "
+                          "architecture keywords (numbers where the official config has numbers)") from None
     if source_bytes is not None:
         need = _tensor_bytes([*shell.parameters(), *shell.buffers()])
         limit = source_bytes + STRICT_SLACK_BYTES if strict else LOOSE_FACTOR * source_bytes + (256 << 20)
@@ -223,9 +231,14 @@ def load_restorer(path: str | Path, *, fast: bool = False, device: str | torch.d
         if preset is not None:
             raise ConfigError(f"{path} records its own architecture; 'preset' applies to official checkpoints only")
         try:
-            cfg = restorer_arch(saved_arch, **arch)
-        except ConfigError as exc:
+            restorer_arch(saved_arch)
+        except (ConfigError, TypeError, ValueError) as exc:
             raise CheckpointError(f"{path}: unusable architecture metadata: {exc}") from None
+        try:
+            cfg = restorer_arch(saved_arch, **arch)
+        except (TypeError, ValueError) as exc:  # the caller's overrides (--arch)
+            raise ConfigError(f"architecture keywords {arch} are not usable: {exc}; give numbers where the "
+                              "official config has numbers") from None
         with reading_file(str(path)):
             restorer = _from_our_file(path, cfg, fast, strict)
     else:
