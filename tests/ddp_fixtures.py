@@ -77,3 +77,20 @@ class DieOnRank(Callback):
     def on_train_batch_start(self, trainer: Trainer, pl_module: LightningModule, batch: Any, batch_idx: int) -> None:
         if trainer.global_rank == self.rank and batch_idx == self.batch_idx:
             os._exit(17)
+
+
+class KillJobAtStep(Callback):
+    """SIGKILLs the whole job (this process group: every rank and data worker) at global step ``step``.
+
+    Runs on rank 0 at the start of the batch, after the checkpoint of the previous step was written,
+    like a node that is pre-empted without warning.
+    """
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_train_batch_start(self, trainer: Trainer, pl_module: LightningModule, batch: Any, batch_idx: int) -> None:
+        if trainer.global_rank == 0 and trainer.global_step == self.step:
+            import signal
+
+            os.killpg(os.getpgid(0), signal.SIGKILL)

@@ -7,12 +7,15 @@ and its shadow weights are saved in (and restored from) checkpoints.
 ``ResumeState`` makes ``ckpt_path`` resume exact: it saves the Python/NumPy/torch RNG states at the
 moment a checkpoint is written and restores them when training resumes, and it runs validation with
 forked RNG so that validating does not change the random stream of training. Together with Lightning's
-own loop state (epoch, batch index, global step) and a resumable data loader this fixes the "data
-position": the shuffle order of the next epoch and the random degradations drawn for every batch.
+own loop state (epoch, batch index, global step) and a resumable data loader (``FaceDataModule``'s
+``StatefulDataLoader``, whose state Lightning stores in the checkpoint) this fixes the data position,
+mid-epoch included. Lightning stores the loader state of rank 0 only; ``ResumeState`` gathers every
+rank's loader state into the checkpoint and hands each rank its own on resume.
 """
 
 from __future__ import annotations
 
+import logging
 import random
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -24,6 +27,8 @@ from lightning.pytorch import Callback, LightningModule, Trainer
 from torch import nn
 
 from daefr.errors import ConfigError
+
+log = logging.getLogger(__name__)
 
 
 def _ema_targets(module: nn.Module) -> dict[str, torch.Tensor]:
@@ -202,6 +207,32 @@ class ResumeState(Callback):
             restore_rng_state(state_dict["rng"])
             self._loaded_rng = state_dict["rng"]
 
+    # ----- per-rank data loader positions --------------------------------------------------------------
+    def on_save_checkpoint(self, trainer: Trainer, pl_module: LightningModule, checkpoint: dict[str, Any]) -> None:
+        """Put every rank's train loader state in the checkpoint (collective: runs on all ranks)."""
+        fit = checkpoint.get("loops", {}).get("fit_loop", {}).get("state_dict", {})
+        mine = fit.get("combined_loader")
+        ranks: list[Any] = [mine]
+        if trainer.world_size > 1 and torch.distributed.is_available() and torch.distributed.is_initialized():
+            ranks = [None] * trainer.world_size
+            torch.distributed.all_gather_object(ranks, mine)
+        checkpoint.setdefault("callbacks", {}).setdefault(self.state_key, {})["data_ranks"] = ranks
+
+    def on_load_checkpoint(self, trainer: Trainer, pl_module: LightningModule, checkpoint: dict[str, Any]) -> None:
+        """Give this rank its own loader state (runs before Lightning restores its loops)."""
+        fit = checkpoint.get("loops", {}).get("fit_loop", {}).get("state_dict")
+        ranks = checkpoint.get("callbacks", {}).get(self.state_key, {}).get("data_ranks")
+        if not isinstance(fit, dict) or ranks is None:
+            return
+        if len(ranks) == trainer.world_size:
+            if ranks[trainer.global_rank] is None:
+                fit.pop("combined_loader", None)
+            else:
+                fit["combined_loader"] = ranks[trainer.global_rank]
+        elif fit.pop("combined_loader", None):
+            log.warning("the checkpoint's data position was saved by %d processes, this run has %d: the interrupted "
+                        "epoch's data starts again from its beginning", len(ranks), trainer.world_size)
+
     def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         # A checkpoint written after the last batch of an epoch resumes at the next epoch, but Lightning
         # iterates the train loader before it advances its epoch counter (which it has done by now), so a
@@ -214,7 +245,7 @@ class ResumeState(Callback):
         if state is None or fetcher is None or not isinstance(total, int):
             return
         if loop.epoch_loop.batch_progress.current.ready < total:
-            return  # resuming mid-epoch: exact only with a resumable loader (state_dict/load_state_dict)
+            return  # resuming mid-epoch: a resumable loader (state_dict/load_state_dict) continues where it was
         restore_rng_state(state)
         iter(fetcher)
 
