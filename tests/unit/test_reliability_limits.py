@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -90,7 +91,7 @@ def _one_error_line(capsys: pytest.CaptureFixture[str]) -> str:
 def small_weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from daefr.models.restorer import DAEFRRestorer
 
-    small = {"ch_mult": [1, 2], "resolution": 16, "attn_resolutions": [8], "z_channels": 32, "embed_dim": 32,
+    small: dict[str, Any] = {"ch_mult": [1, 2], "resolution": 16, "attn_resolutions": [8], "z_channels": 32, "embed_dim": 32,
              "n_embed": 64, "n_layers": 1, "transformer_dim": 32, "dim_mlp": 64}
     return DAEFRRestorer.from_config("tiny", **small).save(tmp_path_factory.mktemp("w") / "small.safetensors")
 
