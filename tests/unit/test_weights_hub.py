@@ -54,6 +54,9 @@ def test_local_path_wins_over_a_name_and_typos_get_a_hint(env, tmp_path, monkeyp
     monkeypatch.chdir(tmp_path)
     (tmp_path / "daefr-hq-codebook").write_bytes(b"local file")
     assert resolve_weights_spec("daefr-hq-codebook") == Path("daefr-hq-codebook")
+    (tmp_path / "daefr-lq-codebook").mkdir()  # a folder is never weights: the name is meant
+    assert resolve_weights_spec("daefr-lq-codebook").name == "LQ_codebook.ckpt"
+    assert resolve_weights("daefr-lq-codebook", "LQ_codebook.pth", "x", "y").name == "LQ_codebook.ckpt"
     with pytest.raises(WeightsNotFoundError, match="did you mean the name daefr-association"):
         resolve_weights_spec("daefr-asociation")
 

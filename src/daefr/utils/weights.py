@@ -40,15 +40,15 @@ def torch_hub_checkpoint_dir() -> Path:
 def resolve_weights_spec(spec: str | os.PathLike[str], what: str = "weights") -> Path:
     """A local, regular file for a path, short name, ``hf://`` URI or URL (downloaded when needed).
 
-    A path that exists wins over a name of the same spelling. The one function to wrap any place
+    A file that exists wins over a name of the same spelling (a folder does not). The one function to wrap any place
     that takes weights: ``path = resolve_weights_spec(path, "restorer weights")``.
     """
     text = os.fspath(spec)
     if isinstance(text, bytes):  # os.PathLike[bytes] never reaches here in practice
         text = text.decode()
     candidate = Path(text).expanduser()
-    if not os.path.lexists(candidate) and hub.is_remote_spec(text):
-        return hub.fetch(text, what=what)
+    if hub.is_remote_spec(text) and (not os.path.lexists(candidate) or candidate.is_dir()):
+        return hub.fetch(text, what=what)  # a folder named like a known name is not a weights file
     if not os.path.lexists(candidate):
         raise WeightsNotFoundError(f"{what}: file {text!r} not found{_name_hint(text)}")
     return hub.require_regular_file(candidate, what)
@@ -83,8 +83,10 @@ def resolve_weights(
     if path is not None and str(path) != "":
         text = os.fspath(path)
         candidate = Path(text).expanduser()
-        if not os.path.lexists(candidate) and isinstance(text, str) and hub.is_remote_spec(text):
-            return hub.fetch(text, what=what)
+        remote = isinstance(text, str) and hub.is_remote_spec(text)
+        if remote and (not os.path.lexists(candidate)
+                       or (candidate.is_dir() and not os.path.lexists(candidate / default_name))):
+            return hub.fetch(str(text), what=what)
         if candidate.is_dir():
             inner = candidate / default_name
             if not os.path.lexists(inner):
