@@ -169,8 +169,8 @@ def verify_file(path: Path, expected: str, what: str, spec: str, git_blob: bool 
     digest = file_digest(path, algorithm, git_blob=git_blob)
     if not digest.startswith(expected):
         raise CheckpointError(
-            f"{what}: cached file {str(path)!r} is corrupted ({algorithm} {digest[:16]}..., expected "
-            f"{expected[:16]}...); run `daefr weights download {spec} --force` to fetch it again"
+            f"{what}: file {str(path)!r} is corrupted or not the expected file ({algorithm} {digest[:16]}..., "
+            f"expected {expected[:16]}...); run `daefr weights download {spec} --force` to fetch it again"
         )
     _VERIFIED[key] = True
 
@@ -215,8 +215,9 @@ def fetch_hub_file(file: HubFile, what: str, spec: str, *, force: bool = False,
     """The local path of ``file``: from the cache, else downloaded (unless offline); hash-checked."""
     cached = None if force else cached_hub_file(file)
     if cached is not None:
+        require_regular_file(cached, what)  # before hashing: reading a FIFO would block
         _verify_hub_blob(cached, what, spec, known)
-        return require_regular_file(cached, what)
+        return cached
     if offline():
         raise WeightsNotFoundError(
             f"{what}: {spec!r} ({file.uri}) is not in the Hub cache {str(hub_cache_dir())!r} and HF_HUB_OFFLINE "
@@ -236,9 +237,9 @@ def fetch_hub_file(file: HubFile, what: str, spec: str, *, force: bool = False,
         raise WeightsNotFoundError(
             f"{what}: cannot download {file.uri}: {type(exc).__name__}: {_first_line(exc)}; {download_hint(spec)}"
         ) from None
-    path = Path(str(local))
+    path = require_regular_file(Path(str(local)), what)
     _verify_hub_blob(path, what, spec, known)
-    return require_regular_file(path, what)
+    return path
 
 
 def remote_size(file: HubFile) -> int | None:
