@@ -230,7 +230,7 @@ def iter_tar_samples(stream: IO[bytes], name: str) -> Iterator[RawSample]:
             yield key, {k: v for k, v in sample.items() if not k.startswith("__")}
     except SourceReadError:
         raise
-    except Exception as exc:  # tarfile / gzip / OS errors, also as re-raised by webdataset's handlers
+    except Exception as exc:  # tar, gzip and OS errors, also as re-raised by webdataset's handlers
         message = str(exc.args[0] if exc.args else exc).split(" @ ")[0]
         raise SourceReadError(f"shard {name} is unreadable or truncated: {type(exc).__name__}: {message}") from exc
 
