@@ -239,6 +239,9 @@ def _autoencoder_specs(dd: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _loss_spec(lc: Mapping[str, Any]) -> dict[str, Any]:
+    for flag in ("use_actnorm", "disc_conditional"):
+        if lc.get(flag):
+            raise ValueError(f"lossconfig {flag}=true is not supported by our PatchGAN")
     for name, off in (("perceptual_style_weight", 0.0), ("comp_weight", 0.0), ("identity_weight", 0.0)):
         if float(lc.get(name, off) or 0.0) != 0.0:
             raise ValueError(f"lossconfig {name}={lc[name]} is not part of this parity check")
