@@ -71,17 +71,35 @@ def _interpolation_message(exc: Exception) -> str:
             "it names, or write the value directly")
 
 
+def _checkpoint_folders(trainer: Any) -> list[str]:
+    folders: list[str] = []
+    for callback in getattr(trainer, "checkpoint_callbacks", []):
+        resolve = getattr(callback, "_ModelCheckpoint__resolve_ckpt_dir", None)
+        folder = resolve(trainer) if resolve is not None else getattr(callback, "dirpath", None)
+        if folder:
+            folders.append(str(folder))
+    return folders
+
+
+def _clean_checkpoint_temps(trainer: Any) -> None:
+    """Remove the hidden temporaries a save killed mid-write left in the checkpoint folders (rank 0)."""
+    from daefr.utils.io import clean_orphaned_temps
+
+    if getattr(trainer, "global_rank", 0) != 0:
+        return
+    for folder in _checkpoint_folders(trainer):
+        for path in clean_orphaned_temps(folder):
+            print(f"daefr fit: removed {path}, left by a save that was killed", file=sys.stderr)
+
+
 def _warn_if_no_last_checkpoint(trainer: Any) -> None:
     """``--ckpt_path last`` with no last checkpoint: Lightning starts from scratch; say so loudly."""
     found: set[str] = set()
-    folders: list[str] = []
     for callback in getattr(trainer, "checkpoint_callbacks", []):
         finder = getattr(callback, "_find_last_checkpoints", None)
         if finder is not None:
             found |= finder(trainer)
-            resolve = getattr(callback, "_ModelCheckpoint__resolve_ckpt_dir", None)
-            folder = resolve(trainer) if resolve is not None else getattr(callback, "dirpath", None)
-            folders.append(str(folder or "the checkpoint folder"))
+    folders = _checkpoint_folders(trainer)
     if not found:
         where = ", ".join(folders) or "this run (no ModelCheckpoint callback)"
         print(f"daefr fit: WARNING: --ckpt_path last: no last checkpoint in {where}; STARTING FROM SCRATCH "
@@ -186,6 +204,8 @@ class DaefrCLI(LightningCLI):
 
     def _run_subcommand(self, subcommand: str) -> None:
         ckpt_path = (self.config.get(subcommand) or {}).get("ckpt_path") if self.config else None
+        if subcommand == "fit":
+            _clean_checkpoint_temps(self.trainer)
         if subcommand == "fit" and ckpt_path == "last":
             _warn_if_no_last_checkpoint(self.trainer)
         try:

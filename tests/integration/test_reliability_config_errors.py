@@ -145,10 +145,13 @@ def test_config_error_is_one_clear_line(results: dict[str, Any], name: str) -> N
     assert len(message) < 600, message
 
 
-def test_ckpt_path_last_without_checkpoint_says_starting_from_scratch(tmp_path: Path) -> None:
+def test_ckpt_path_last_without_checkpoint_says_starting_from_scratch_and_orphans_go(tmp_path: Path) -> None:
     cfg = _base(tmp_path)
     path = tmp_path / "base.yaml"
     path.write_text(yaml.safe_dump(cfg))
+    orphan = tmp_path / "run" / "checkpoints" / ".last.ckpt.abcd1234.tmp"  # a save killed mid-write
+    orphan.parent.mkdir(parents=True)
+    orphan.write_bytes(b"partial")
     env = dict(os.environ, WANDB_MODE="disabled", OMP_NUM_THREADS="1")
     proc = subprocess.run(
         [sys.executable, "-c", "import sys; from daefr.cli import main; sys.exit(main(sys.argv[1:]))",
@@ -158,3 +161,4 @@ def test_ckpt_path_last_without_checkpoint_says_starting_from_scratch(tmp_path: 
     loud = [line for line in proc.stderr.splitlines() if "STARTING FROM SCRATCH" in line]
     assert len(loud) == 1 and "--ckpt_path last: no last checkpoint in" in loud[0], proc.stderr[-2000:]
     assert str(tmp_path / "run") in loud[0]
+    assert not orphan.exists() and f"removed {orphan}" in proc.stderr

@@ -12,6 +12,7 @@ import os
 import stat
 import threading
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -174,3 +175,107 @@ def test_make_testset_skips_bad_files_and_writes_a_complete_set(tmp_path: Path,
     assert all(s["reason"] and "\n" not in s["reason"] for s in manifest["skipped"])
     assert sorted(p.name for p in (out / "lq").iterdir()) == ["good.png"]
     assert "3 failed" in capsys.readouterr().out
+
+
+# ----- restore: interruption, broken pipe, concurrent writers, orphaned temporaries ---------------------
+
+
+class _StopAfter(nn.Module):
+    """Identity network that raises KeyboardInterrupt (Ctrl-C) on call number ``stop``."""
+
+    input_size = 64
+
+    def __init__(self, stop: int) -> None:
+        super().__init__()
+        self.calls = 0
+        self.stop = stop
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.calls += 1
+        if self.calls == self.stop:
+            raise KeyboardInterrupt
+        return x.clone()
+
+
+def test_ctrl_c_during_restore_stops_cleanly_and_writes_the_summary(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    import daefr.interop.restorer_io as restorer_io
+
+    monkeypatch.setattr(restorer_io, "load_restorer", lambda path, **kw: _StopAfter(stop=2))
+    faces = tmp_path / "faces"
+    faces.mkdir()
+    for name in ("a", "b", "c"):
+        _face(faces / f"{name}.png")
+    out, summary = tmp_path / "out", tmp_path / "summary.json"
+    code = main(["restore", str(faces), "-o", str(out), "-w", str(tmp_path / "w.safetensors"), "--aligned",
+                 "--device", "cpu", "--batch-size", "1", "--no-progress", "--summary-json", str(summary)])
+    assert code == 130
+    data = json.loads(summary.read_text())
+    assert data["interrupted"] is True and data["ok"] == 1 and data["inputs"] == 3
+    assert sorted(p.name for p in (out / "restored_faces").iterdir()) == ["a.png"]  # complete, no temporaries
+    err = capsys.readouterr().err
+    assert "interrupted: stopped after 1 of 3 input(s)" in err and "Traceback" not in err
+
+
+def test_restore_into_a_closed_pipe_finishes_quietly_with_summary(tmp_path: Path) -> None:
+    """``daefr restore ... | true``: no BrokenPipeError traceback, exit 0, the summary file is written."""
+    import subprocess
+    import sys
+
+    from daefr.models.restorer import DAEFRRestorer
+
+    small: dict[str, Any] = {"ch_mult": [1, 2], "resolution": 16, "attn_resolutions": [8], "z_channels": 32,
+             "embed_dim": 32,
+             "n_embed": 64, "n_layers": 1, "transformer_dim": 32, "dim_mlp": 64}
+    weights = DAEFRRestorer.from_config("tiny", **small).save(tmp_path / "small.safetensors")
+    face = _face(tmp_path / "face.png", 16)
+    summary = tmp_path / "summary.json"
+    proc = subprocess.Popen(
+        [sys.executable, "-c", "import sys; from daefr.cli import main; sys.exit(main(sys.argv[1:]))", "restore",
+         str(face), "-o", str(tmp_path / "out"), "-w", str(weights), "--aligned", "--device", "cpu", "--no-progress",
+         "--summary-json", str(summary)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=dict(os.environ, OMP_NUM_THREADS="1"))
+    assert proc.stdout is not None and proc.stderr is not None
+    proc.stdout.close()  # the reader is gone before anything is printed
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=300) == 0, err
+    assert "Traceback" not in err and "BrokenPipe" not in err, err
+    assert json.loads(summary.read_text())["ok"] == 1
+
+
+def test_concurrent_writer_taking_a_name_moves_this_input_to_the_next_free_one(tmp_path: Path) -> None:
+    """Another restore process takes cropped_faces/face.png between our reserve() and write."""
+    from types import SimpleNamespace
+
+    from daefr.commands._restore_run import OutputWriter
+
+    out = tmp_path / "out"
+    writer = OutputWriter(out, "png", aligned=True, compare=False)
+    reserve = writer.reserve
+
+    def racing_reserve(stem: str, n_faces: int) -> dict[str, list[Path]]:
+        files = reserve(stem, n_faces)
+        if files["cropped_faces"][0].name == "face.png":  # the other process wins this name
+            files["cropped_faces"][0].parent.mkdir(parents=True, exist_ok=True)
+            files["cropped_faces"][0].write_bytes(b"other process")
+        return files
+
+    writer.reserve = racing_reserve  # type: ignore[method-assign]
+    image = np.zeros((64, 64, 3), np.uint8)
+    result = SimpleNamespace(faces=[SimpleNamespace(restored=image, cropped=image)], restored_image=image)
+    written = writer.write(tmp_path / "face.png", result)
+    assert sorted(p.relative_to(out).as_posix() for p in written) == ["cropped_faces/face_1.png",
+                                                                      "restored_faces/face_1.png"]
+    assert (out / "cropped_faces" / "face.png").read_bytes() == b"other process"  # theirs, untouched
+    assert not (out / "restored_faces" / "face.png").exists()  # ours from the lost attempt, removed
+
+
+def test_restore_cleans_orphaned_temporaries_at_start(tmp_path: Path, identity_weights: Path) -> None:
+    out = tmp_path / "out"
+    (out / "restored_faces").mkdir(parents=True)
+    orphan = out / "restored_faces" / ".old.png.abcd1234.tmp.png"  # what a SIGKILL mid-write leaves
+    orphan.write_bytes(b"partial")
+    face = _face(tmp_path / "face.png")
+    assert main(["restore", str(face), "-o", str(out), "-w", str(identity_weights), "--aligned", "--device", "cpu",
+                 "--no-progress"]) == 0
+    assert not orphan.exists() and (out / "restored_faces" / "face.png").is_file()

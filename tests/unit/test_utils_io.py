@@ -18,6 +18,7 @@ from daefr.utils.io import (
     atomic_torch_save,
     atomic_write_bytes,
     atomic_write_text,
+    clean_orphaned_temps,
     unique_path,
 )
 
@@ -148,3 +149,46 @@ def test_unique_path(tmp_path: Path) -> None:
     assert unique_path(tmp_path / "a.tar.gz") == tmp_path / "a.tar_1.gz"
     (tmp_path / "dangling.png").symlink_to(tmp_path / "nowhere")
     assert unique_path(tmp_path / "dangling.png") == tmp_path / "dangling_1.png"
+
+
+def test_orphaned_temps_are_cleaned_and_live_ones_kept(tmp_path: Path) -> None:
+    """A temporary whose writer was SIGKILLed is removed; one a live writer (another process) holds is kept."""
+    killed = textwrap.dedent(
+        f"""
+        import os, signal
+        from daefr.utils.io import atomic_open
+        with atomic_open({str(tmp_path / "a.ckpt")!r}, "wb") as f:
+            f.write(b"x" * 1000)
+            f.flush()
+            os.kill(os.getpid(), signal.SIGKILL)
+        """
+    )
+    assert subprocess.run([sys.executable, "-c", killed], timeout=60).returncode == -signal.SIGKILL
+    live = subprocess.Popen([sys.executable, "-c", textwrap.dedent(
+        f"""
+        import sys, time
+        from daefr.utils.io import atomic_path
+        with atomic_path({str(tmp_path / "b.png")!r}, suffix=".tmp.png") as tmp:
+            tmp.write_bytes(b"y")
+            print("ready", flush=True)
+            sys.stdin.readline()
+        """
+    )], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert live.stdout is not None and live.stdout.readline().strip() == "ready"
+        (tmp_path / ".c.png.lookalik.png").write_bytes(b"not ours")  # not our temporary pattern
+        (tmp_path / "plain.tmp").write_bytes(b"not hidden")
+        orphans = [p.name for p in tmp_path.iterdir() if p.name.startswith(".a.ckpt.")]
+        assert len(orphans) == 1
+        assert clean_orphaned_temps(tmp_path, "b.png") == []  # only b.png's: the live one, kept
+        removed = clean_orphaned_temps(tmp_path)
+        assert [p.name for p in removed] == orphans
+        remaining = sorted(p.name for p in tmp_path.iterdir())
+        assert remaining[0].startswith(".b.png.") and remaining[1:] == [".c.png.lookalik.png", "plain.tmp"]
+    finally:
+        assert live.stdin is not None
+        live.stdin.write("\n")
+        live.stdin.close()
+        live.wait(timeout=60)
+    assert (tmp_path / "b.png").read_bytes() == b"y"  # the live writer finished normally
+    assert clean_orphaned_temps(tmp_path / "missing") == []

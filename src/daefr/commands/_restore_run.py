@@ -8,6 +8,7 @@ import json
 import sys
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,7 @@ from daefr.errors import ConfigError, DaefrError, ImageReadError
 from daefr.utils.batch import BatchTracker
 from daefr.utils.reasons import one_line_reason
 
+_RACE_RETRIES = 100
 OUTPUT_FOLDERS = ("restored_imgs", "restored_faces", "cropped_faces", "comparisons", "restored_videos")
 
 
@@ -68,10 +70,28 @@ class OutputWriter:
 
     def write(self, source: Path, result: Any) -> list[Path]:
         """Write the outputs of one :class:`~daefr.inference.restorer.RestoreResult`; returns the paths."""
-        from daefr.inference.paste import side_by_side
         from daefr.utils.images import write_image
 
-        files = self.reserve(source.stem, len(result.faces))
+        # Another process writing into the same folder may take a name between reserve() and the
+        # (non-clobbering) write: then this input's files written so far are removed and it moves to
+        # the next free stem, instead of failing.
+        for _attempt in range(_RACE_RETRIES):
+            files = self.reserve(source.stem, len(result.faces))
+            written: list[Path] = []
+            try:
+                for path, image in self._images(files, result):
+                    written.append(write_image(path, image, overwrite=False))
+            except FileExistsError:
+                for path in written:  # ours: created by this call (overwrite=False never replaces)
+                    path.unlink(missing_ok=True)
+                continue
+            return written
+        raise DaefrError(f"{source}: every output name up to {source.stem}_{_RACE_RETRIES} was taken by other "
+                         "writers while this one wrote")
+
+    def _images(self, files: dict[str, list[Path]], result: Any) -> list[tuple[Path, np.ndarray]]:
+        from daefr.inference.paste import side_by_side
+
         images: list[tuple[Path, np.ndarray]] = []
         if self.aligned:
             images.append((files["restored_faces"][0], result.faces[0].restored))
@@ -84,10 +104,7 @@ class OutputWriter:
             before = result.input_image
         if self.compare:
             images.append((files["comparisons"][0], side_by_side(before, result.restored_image)))
-        written = []
-        for path, image in images:
-            written.append(write_image(path, image, overwrite=False))
-        return written
+        return images
 
 
 def _detector_spec(args: argparse.Namespace) -> Any:
@@ -136,14 +153,48 @@ def _no_face_reason(found: int, aligned: bool) -> str:
     return "no face found"
 
 
+@dataclass
+class _Progress:
+    """What a restore run has done so far (kept when it is interrupted)."""
+
+    faces_found: int = 0
+    faces_restored: int = 0
+    restorer: Any = None
+    interrupted: bool = False
+
+
+def _say(*parts: Any, file: Any = None) -> None:
+    """print(), but a closed stdout (``daefr restore ... | head``) silences output instead of failing."""
+    try:
+        print(*parts, file=file or sys.stdout, flush=True)
+    except BrokenPipeError:
+        _silence_stdout()
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null (fd and object), so neither later prints nor the exit flush fail."""
+    import os
+
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
+    finally:
+        os.close(devnull)
+    sys.stdout = open(os.devnull, "w")  # noqa: SIM115 (lives until exit)
+
+
 def restore_command(
     args: argparse.Namespace, arch: str | dict[str, Any] | None, video_exts: tuple[str, ...]
 ) -> int:
-    """Run ``daefr restore``; returns the exit code (1 when any input failed)."""
-    from tqdm import tqdm
+    """Run ``daefr restore``; returns the exit code (1 when any input failed, 130 when interrupted).
 
-    from daefr.inference.restorer import Restorer
-    from daefr.utils.images import IMAGE_EXTENSIONS, read_image
+    Ctrl-C stops after the current batch: what was written stays, and the summary (and
+    ``--summary-json``) reports what was done, with ``interrupted: true``. A closed stdout (broken
+    pipe) silences the messages; the work and the summary file go on.
+    """
+    from daefr.utils.images import IMAGE_EXTENSIONS
 
     _check(args)
     started = time.perf_counter()
@@ -153,40 +204,58 @@ def restore_command(
         from daefr.utils.io import refuse_input_as_output
 
         refuse_input_as_output(args.summary_json, [*paths, args.weights], "--summary-json")
+    progress = _Progress()
+    try:
+        _restore_all(args, arch, video_exts, paths, tracker, progress)
+    except KeyboardInterrupt:
+        progress.interrupted = True
+    return _summarise(args, tracker, progress, started, len(paths))
+
+
+def _restore_all(args: argparse.Namespace, arch: str | dict[str, Any] | None, video_exts: tuple[str, ...],
+                 paths: list[Path], tracker: BatchTracker, state: _Progress) -> None:
+    from tqdm import tqdm
+
+    from daefr.inference.restorer import Restorer
+    from daefr.utils.images import read_image
+    from daefr.utils.io import clean_orphaned_temps
+
     videos = [p for p in paths if p.suffix.lower() in video_exts]
     images = [p for p in paths if p.suffix.lower() not in video_exts]
-    faces_found = faces_restored = 0
-    restorer = None
-    if paths:
-        restorer = Restorer.from_pretrained(
-            args.weights, device=args.device, precision=args.precision, arch=arch, fast=args.fast,
-            backend=getattr(args, "backend", "torch"),
-            detector=_detector_spec(args), upsampler=args.upsampler, batch_size=args.batch_size, paste=args.paste,
-        )
-        writer = OutputWriter(Path(args.output), args.ext, args.aligned, args.compare)
-        progress = tqdm(total=len(images), unit="img", disable=args.no_progress or not images, file=sys.stderr,
-                        desc="restore")
+    if not paths:
+        return
+    for folder in OUTPUT_FOLDERS:  # hidden temporaries of a run that was killed mid-write
+        clean_orphaned_temps(Path(args.output) / folder)
+    restorer = state.restorer = Restorer.from_pretrained(
+        args.weights, device=args.device, precision=args.precision, arch=arch, fast=args.fast,
+        backend=getattr(args, "backend", "torch"),
+        detector=_detector_spec(args), upsampler=args.upsampler, batch_size=args.batch_size, paste=args.paste,
+    )
+    writer = OutputWriter(Path(args.output), args.ext, args.aligned, args.compare)
+    bar = tqdm(total=len(images), unit="img", disable=args.no_progress or not images, file=sys.stderr,
+               desc="restore")
 
-        def readable() -> Iterator[tuple[Path, np.ndarray]]:
-            for path in images:
-                try:
-                    image = read_image(path)
-                except ImageReadError as exc:
-                    tracker.failed(path, _reason(path, exc))
-                    progress.update()
-                    continue
-                yield path, image
+    def readable() -> Iterator[tuple[Path, np.ndarray]]:
+        for path in images:
+            try:
+                image = read_image(path)
+            except ImageReadError as exc:
+                tracker.failed(path, _reason(path, exc))
+                bar.update()
+                continue
+            yield path, image
 
-        stream = restorer.restore_many(
-            readable(), aligned=args.aligned, only_center_face=args.only_center_face, max_faces=args.max_faces,
-            min_face_size=args.min_face_size, upscale=args.upscale, draw_box=args.draw_box, return_exceptions=True,
-        )
+    stream = restorer.restore_many(
+        readable(), aligned=args.aligned, only_center_face=args.only_center_face, max_faces=args.max_faces,
+        min_face_size=args.min_face_size, upscale=args.upscale, draw_box=args.draw_box, return_exceptions=True,
+    )
+    try:
         for path, result in stream:
-            progress.update()
+            bar.update()
             if isinstance(result, Exception):
                 tracker.failed(path, _reason(path, result))
                 continue
-            faces_found += result.faces_found
+            state.faces_found += result.faces_found
             if not result.faces:
                 tracker.failed(path, _no_face_reason(result.faces_found, args.aligned))
                 continue
@@ -195,40 +264,50 @@ def restore_command(
             except (DaefrError, OSError, ValueError) as exc:
                 tracker.failed(path, _reason(path, exc))
                 continue
-            faces_restored += len(result.faces)
+            state.faces_restored += len(result.faces)
             tracker.succeeded(path)
-        progress.close()
-        for video in videos:
-            from daefr.inference.video import restore_video
-            from daefr.utils.io import unique_path
+    finally:
+        bar.close()
+    for video in videos:
+        from daefr.inference.video import restore_video
+        from daefr.utils.io import unique_path
 
-            target = unique_path(Path(args.output) / "restored_videos" / f"{video.stem}{video.suffix.lower()}")
-            try:
-                stats = restore_video(
-                    restorer, video, target, keep_audio=not args.no_audio, progress=not args.no_progress,
-                    aligned=args.aligned, only_center_face=args.only_center_face, max_faces=args.max_faces,
-                    min_face_size=args.min_face_size, upscale=args.upscale, draw_box=args.draw_box,
-                )
-            except (DaefrError, OSError, ValueError, RuntimeError) as exc:
-                tracker.failed(video, _reason(video, exc))
-                continue
-            faces_found += stats.faces_found
-            faces_restored += stats.faces_restored
-            audio = "audio copied" if stats.audio_copied else "no audio"
-            print(f"{video}: {stats.frames} frames, {stats.frames_with_faces} with faces, {audio} -> {target}")
-            tracker.succeeded(video)
+        target = unique_path(Path(args.output) / "restored_videos" / f"{video.stem}{video.suffix.lower()}")
+        try:
+            stats = restore_video(
+                restorer, video, target, keep_audio=not args.no_audio, progress=not args.no_progress,
+                aligned=args.aligned, only_center_face=args.only_center_face, max_faces=args.max_faces,
+                min_face_size=args.min_face_size, upscale=args.upscale, draw_box=args.draw_box,
+            )
+        except (DaefrError, OSError, ValueError, RuntimeError) as exc:
+            tracker.failed(video, _reason(video, exc))
+            continue
+        state.faces_found += stats.faces_found
+        state.faces_restored += stats.faces_restored
+        audio = "audio copied" if stats.audio_copied else "no audio"
+        _say(f"{video}: {stats.frames} frames, {stats.frames_with_faces} with faces, {audio} -> {target}")
+        tracker.succeeded(video)
+
+
+def _summarise(args: argparse.Namespace, tracker: BatchTracker, state: _Progress, started: float,
+               n_inputs: int) -> int:
     summary = tracker.summary()
     seconds = time.perf_counter() - started
-    print(summary.report("inputs restored"))
+    if state.interrupted:
+        _say(f"interrupted: stopped after {summary.total} of {n_inputs} input(s); outputs written so far are "
+             "complete", file=sys.stderr)
+    _say(summary.report("inputs restored"))
+    faces_restored = state.faces_restored
     per_face = f"{seconds / faces_restored:.3f} s/face" if faces_restored else "n/a s/face"
-    net = restorer.network_seconds if restorer is not None else 0.0
+    net = state.restorer.network_seconds if state.restorer is not None else 0.0
     net_face = f", network {net / faces_restored:.3f} s/face" if faces_restored else ""
-    print(f"faces: {faces_found} found, {faces_restored} restored; {seconds:.1f} s total, {per_face}{net_face}")
-    print(f"outputs: {Path(args.output)}/{{{','.join(OUTPUT_FOLDERS)}}}")
+    _say(f"faces: {state.faces_found} found, {faces_restored} restored; {seconds:.1f} s total, {per_face}{net_face}")
+    _say(f"outputs: {Path(args.output)}/{{{','.join(OUTPUT_FOLDERS)}}}")
     if args.summary_json:
-        payload = summary.to_dict() | {"faces_found": faces_found, "faces_restored": faces_restored,
-                                       "seconds": round(seconds, 3), "network_seconds": round(net, 3)}
+        payload = summary.to_dict() | {"faces_found": state.faces_found, "faces_restored": faces_restored,
+                                       "seconds": round(seconds, 3), "network_seconds": round(net, 3),
+                                       "interrupted": state.interrupted, "inputs": n_inputs}
         from daefr.utils.io import atomic_write_text
 
         atomic_write_text(args.summary_json, json.dumps(payload, indent=2, ensure_ascii=False) + "\n")
-    return summary.exit_code
+    return 130 if state.interrupted else summary.exit_code

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 NAME = "convert"
 HELP = "convert an official DAEFR checkpoint (.ckpt) to safetensors with daefr's key names"
@@ -22,9 +23,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from daefr.interop.convert import convert_official
-    from daefr.utils.io import refuse_input_as_output
+    from daefr.utils.io import clean_orphaned_temps, refuse_input_as_output
 
     refuse_input_as_output(args.output, args.source, "OUTPUT")
+    clean_orphaned_temps(Path(args.output).parent, Path(args.output).name)  # left by a run killed mid-write
     result = convert_official(args.source, args.output, kind=args.kind, arch=args.arch, overwrite=args.force)
     rep = result.report
     print(f"{args.source}: {result.kind} checkpoint -> {result.path} ({result.n_tensors} tensors)")

@@ -43,7 +43,12 @@ def run(args: argparse.Namespace) -> int:
     from daefr.errors import ConfigError, ImageReadError
     from daefr.registry import REGISTRY
     from daefr.utils.images import read_image
-    from daefr.utils.io import atomic_write_bytes, is_special_file, refuse_input_as_output
+    from daefr.utils.io import (
+        atomic_write_bytes,
+        clean_orphaned_temps,
+        is_special_file,
+        refuse_input_as_output,
+    )
 
     if args.samples < 1:
         raise ConfigError(f"--samples must be at least 1, got {args.samples}")
@@ -79,6 +84,7 @@ def run(args: argparse.Namespace) -> int:
         draw.text((6, row * s + s // 2 - 6), name, fill="black")
     buffer = io.BytesIO()  # encoded first: Pillow seeks in its output, which a FIFO or /dev/stdout cannot
     grid.save(buffer, format="PNG")
+    clean_orphaned_temps(out.parent, out.name)  # left by a run killed mid-write
     atomic_write_bytes(out, buffer.getvalue(), overwrite=bool(args.force))
     print(f"wrote {out} ({len(args.presets)} presets x {args.samples} samples, first column: input)")
     return 0

@@ -72,8 +72,12 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"{args.hq!r} has several images with the same name and different extensions")
     degradation = REGISTRY.build("degradations", args.preset).to(args.device)
     out = Path(args.out)
+    from daefr.utils.io import clean_orphaned_temps
+
     for sub in ("gt", "lq", "params"):
         (out / sub).mkdir(parents=True, exist_ok=True)
+        clean_orphaned_temps(out / sub)  # left by a run killed mid-write
+    clean_orphaned_temps(out, "manifest.json")
     tracker = BatchTracker()
     done: list[str] = []
     for index, file in enumerate(files):

@@ -121,6 +121,10 @@ def export_restorer(restorer: nn.Module, path: str | Path, fmt: str = "onnx", *,
     if not isinstance(size, int):
         raise ConfigError("the restorer has no square input size (input_size); export needs a fixed face size")
     path = Path(path)
+    from daefr.utils.io import is_special_file
+
+    if is_special_file(path):  # an export is renamed into place: that would replace a FIFO or device
+        raise ConfigError(f"{path} is a special file (FIFO, device, /dev/...); export to a regular file path")
     if path.exists() and not overwrite:
         raise ConfigError(f"{path} exists; pass overwrite=True (--force) to replace it")
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -9,9 +9,12 @@ name exists). Temporary files are named ``.<name>.<random>.tmp``: hidden, and no
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
+import re
 import stat
 import tempfile
+import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import IO, Any
@@ -23,6 +26,7 @@ __all__ = [
     "atomic_torch_save",
     "atomic_write_bytes",
     "atomic_write_text",
+    "clean_orphaned_temps",
     "is_special_file",
     "refuse_input_as_output",
     "unique_path",
@@ -130,7 +134,9 @@ def atomic_path(path: PathLike, *, overwrite: bool = True, suffix: str = ".tmp")
         raise FileExistsError(f"{target}: already exists and overwrite=False")
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=suffix)
-    os.close(fd)
+    # held until the end: clean_orphaned_temps() can tell a live temporary from one whose writer died
+    with contextlib.suppress(OSError):
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     tmp = Path(name)
     try:
         yield tmp
@@ -138,6 +144,7 @@ def atomic_path(path: PathLike, *, overwrite: bool = True, suffix: str = ".tmp")
     finally:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
+        os.close(fd)
 
 
 @contextlib.contextmanager
@@ -204,6 +211,51 @@ def atomic_save_safetensors(
             with open(tmp, "rb+") as handle:
                 os.fsync(handle.fileno())
     return Path(path)
+
+
+#: Names of the temporaries :func:`atomic_path` creates: ``.<name>.<8 random chars><suffix>``.
+_TEMP_NAME = re.compile(r"^\.(?P<name>.+)\.[a-z0-9_]{8}\.tmp(\.[A-Za-z0-9]+)?$")
+#: Without working file locks, a temporary this old (seconds) is taken as orphaned.
+ORPHAN_AGE_S = 3600.0
+
+
+def clean_orphaned_temps(folder: PathLike, name: str | None = None) -> list[Path]:
+    """Delete the hidden temporaries in ``folder`` left by a writer that was killed; returns them.
+
+    A temporary is ours by its name (``.<name>.<random>.tmp[.ext]``, only those of target ``name`` when
+    given) and orphaned when no live writer holds its lock (a killed process releases it). One that is
+    still being written, by this process or another, is left alone. Missing folders are fine.
+    """
+    removed: list[Path] = []
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return removed
+    for entry in entries:
+        match = _TEMP_NAME.match(entry.name)
+        if match is None or (name is not None and match.group("name") != name):
+            continue
+        path = Path(entry.path)
+        with contextlib.suppress(OSError):
+            if not entry.is_file(follow_symlinks=False):
+                continue
+            if _orphaned(path):
+                path.unlink()
+                removed.append(path)
+    return removed
+
+
+def _orphaned(path: Path) -> bool:
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False  # a live writer holds it
+    except OSError:  # no locks on this filesystem: fall back to age
+        return time.time() - os.fstat(fd).st_mtime > ORPHAN_AGE_S
+    finally:
+        os.close(fd)
+    return True
 
 
 def unique_path(path: PathLike) -> Path:
