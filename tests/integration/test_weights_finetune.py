@@ -31,8 +31,45 @@ OVERLAYS = {
 }
 
 
-def test_every_overlay_is_listed_here() -> None:
-    assert sorted(p.stem for p in (REPO / "configs" / "finetune").glob("*.yaml")) == sorted(OVERLAYS)
+CHAINS = {  # chain -> stage -> init fields as the stage runs
+    "domain_chain": {
+        "hq_codebook": {"init_from": "daefr-hq-codebook"},
+        "lq_codebook": {"init_from": "daefr-lq-codebook"},
+        "association": {"init_hq_from": "runs/finetune/domain/hq_codebook/checkpoints/final.ckpt",
+                        "init_lq_from": "runs/finetune/domain/lq_codebook/checkpoints/final.ckpt"},
+        "restoration": {"init_hq_codebook_from": "runs/finetune/domain/hq_codebook/checkpoints/final.ckpt",
+                        "init_association_from": "runs/finetune/domain/association/checkpoints/final.ckpt"},
+    },
+    "degradation_chain": {
+        "association": {"init_from": "daefr-association", "init_hq_from": None, "init_lq_from": None},
+        "restoration": {"init_hq_codebook_from": "daefr-hq-codebook",
+                        "init_association_from": "runs/finetune/degradation/association/checkpoints/final.ckpt"},
+    },
+}
+
+
+def test_every_overlay_and_chain_is_listed_here() -> None:
+    found = sorted(p.stem for p in (REPO / "configs" / "finetune").glob("*.yaml"))
+    assert found == sorted([*OVERLAYS, *CHAINS])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("chain", sorted(CHAINS))
+def test_chain_stages_start_from_released_weights(chain: str, capsys) -> None:
+    assert main(["train", str(REPO / "configs/finetune" / f"{chain}.yaml"), "data.init_args.train=my/train",
+                 "data.init_args.val=my/val", "--dry-run"]) == 0
+    text = capsys.readouterr().out
+    docs = {}
+    for part in text.split("# ---- ")[1:]:
+        header, _, body = part.partition("\n")
+        docs[header.split()[0]] = yaml.safe_load(body)
+    assert list(docs) == list(CHAINS[chain])
+    for stage, init in CHAINS[chain].items():
+        args = docs[stage]["model"]["init_args"]
+        for key, value in init.items():
+            assert args[key] == value, (stage, key)
+        assert args["learning_rate"] == pytest.approx(9.0e-7)
+        assert docs[stage]["data"]["init_args"]["train"] == "my/train"
 
 
 @pytest.mark.slow
