@@ -69,6 +69,9 @@ class Chain:
     out: Path
     stages: tuple[ChainStage, ...]
     overrides: dict[str, Any] = field(default_factory=dict)
+    seed: int | None = None  # seed_everything of every stage (and data.init_args.seed where the config sets one)
+    group: str | None = None  # W&B group of the stages' runs (default: the chain's name)
+    tags: tuple[str, ...] = ()  # W&B tags of the stages' runs
 
     def stage_dir(self, stage: str) -> Path:
         """The folder of one stage's outputs."""
@@ -104,9 +107,9 @@ def load_chain(path: str | Path, out: str | Path | None = None, overrides: Seque
         raise ConfigError(f"{path}: not valid YAML ({exc})") from None
     if not isinstance(raw, dict) or not isinstance(raw.get("stages"), list) or not raw["stages"]:
         raise ConfigError(f"{path}: a chain file needs a non-empty 'stages' list (see docs/training.md, Chains)")
-    unknown = set(raw) - {"name", "out", "overrides", "stages"}
+    unknown = set(raw) - {"name", "out", "overrides", "stages", "seed"}
     if unknown:
-        raise ConfigError(f"{path}: unknown chain keys {sorted(unknown)}; use name, out, overrides, stages")
+        raise ConfigError(f"{path}: unknown chain keys {sorted(unknown)}; use name, out, seed, overrides, stages")
     stages: list[ChainStage] = []
     for i, entry in enumerate(raw["stages"]):
         if not isinstance(entry, dict) or "name" not in entry or "config" not in entry:
@@ -137,7 +140,10 @@ def load_chain(path: str | Path, out: str | Path | None = None, overrides: Seque
         else:
             shared[key] = value
     out_dir = Path(out) if out is not None else Path(str(raw.get("out") or Path("runs") / path.stem))
-    return Chain(str(raw.get("name") or path.parent.name), path.resolve(), out_dir, tuple(stages), shared)
+    seed = raw.get("seed")
+    if seed is not None and not isinstance(seed, int):
+        raise ConfigError(f"{path}: seed must be an integer, got {seed!r}")
+    return Chain(str(raw.get("name") or path.parent.name), path.resolve(), out_dir, tuple(stages), shared, seed)
 
 
 def _set(config: DictConfig, key: str, value: Any) -> None:
@@ -154,15 +160,19 @@ def _route_outputs(config: DictConfig, chain: Chain, stage: ChainStage) -> None:
             args = logger.setdefault("init_args", {})
             args["save_dir"] = str(folder)
             if str(logger["class_path"]).endswith("WandbLogger"):
-                args["group"], args["job_type"] = chain.name, stage.name
-                args.setdefault("name", f"{chain.name}/{stage.name}")
+                args["group"], args["job_type"] = chain.group or chain.name, stage.name
+                args["name"] = f"{chain.name}/{stage.name}"
+                if chain.tags:
+                    args["tags"] = sorted(set(args.get("tags") or []) | set(chain.tags))
     callbacks = OmegaConf.select(config, "trainer.callbacks") or ListConfig([])
     for callback in callbacks:
         if isinstance(callback, DictConfig) and callback.get("class_path") == _CHECKPOINT_CALLBACK:
             callback.setdefault("init_args", {})["dirpath"] = str(folder / "checkpoints")
+    inputs = {artifact_name(chain, source): str(chain.final_checkpoint(source)) for source in stage.inputs.values()}
     callbacks.append({"class_path": "daefr.chain.ChainRecorder",
                       "init_args": {"checkpoint": str(chain.final_checkpoint(stage.name)),
-                                    "metrics": str(folder / METRICS_FILE)}})
+                                    "metrics": str(folder / METRICS_FILE),
+                                    "artifact": artifact_name(chain, stage.name), "inputs": inputs}})
     _set(config, "trainer.callbacks", callbacks)
     if OmegaConf.select(config, "model.init_args.export_path") is not None:
         _set(config, "model.init_args.export_path", str(folder / "restorer.safetensors"))
@@ -176,6 +186,10 @@ def stage_config(chain: Chain, stage: ChainStage) -> DictConfig:
         raise ConfigError(f"{stage.config}: cannot read stage config ({exc})") from None
     if not isinstance(config, DictConfig):
         raise ConfigError(f"{stage.config}: a stage config must be a mapping")
+    if chain.seed is not None:
+        _set(config, "seed_everything", chain.seed)
+        if OmegaConf.select(config, "data.init_args.seed") is not None:
+            _set(config, "data.init_args.seed", chain.seed)
     for key, value in {**chain.overrides, **stage.overrides}.items():
         _set(config, key, value)
     _route_outputs(config, chain, stage)
@@ -219,20 +233,63 @@ def read_manifest(chain: Chain) -> dict[str, Any]:
 
 
 class ChainRecorder(Callback):
-    """Saves the final checkpoint and the final metrics of a chain stage when training ends.
+    """Saves the final checkpoint and metrics of a chain stage when training ends; logs it to W&B.
 
     ``last.ckpt`` is only as recent as the last ``every_n_train_steps`` multiple; the chain hands the
-    state at the very end of training to the next stage.
+    state at the very end of training to the next stage. With a ``WandbLogger`` the checkpoint (and an
+    exported restorer) becomes the model artifact ``artifact``, whose metadata lists the artifacts of its
+    ``inputs`` (name -> checkpoint path) with their sha256; online, the inputs are also declared with
+    ``use_artifact`` so W&B draws the lineage (wandb refuses ``use_artifact`` in offline mode).
     """
 
-    def __init__(self, checkpoint: str, metrics: str) -> None:
+    def __init__(self, checkpoint: str, metrics: str, artifact: str | None = None,
+                 inputs: dict[str, str] | None = None) -> None:
         self.checkpoint, self.metrics = checkpoint, metrics
+        self.artifact, self.inputs = artifact, dict(inputs or {})
 
     def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         trainer.save_checkpoint(self.checkpoint)  # collective under DDP; rank 0 writes
-        if trainer.is_global_zero:
-            values = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
-            _write_json(Path(self.metrics), {"global_step": trainer.global_step, "metrics": values})
+        if not trainer.is_global_zero:
+            return
+        values = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
+        _write_json(Path(self.metrics), {"global_step": trainer.global_step, "metrics": values})
+        if self.artifact:
+            from lightning.pytorch.loggers import WandbLogger
+
+            for logger in trainer.loggers:
+                if isinstance(logger, WandbLogger):
+                    self._log_artifact(logger.experiment, trainer.global_step, values)
+
+    def _log_artifact(self, run: Any, step: int, metrics: dict[str, float]) -> None:
+        import wandb
+
+        checkpoint = Path(self.checkpoint)
+        inputs = {name: {"checkpoint": path, "sha256": sha256(Path(path))} for name, path in self.inputs.items()}
+        artifact = wandb.Artifact(self.artifact or "", type="model", metadata={
+            "checkpoint_sha256": sha256(checkpoint), "global_step": step, "inputs": inputs, "metrics": metrics})
+        artifact.add_file(str(checkpoint), name=checkpoint.name)
+        restorer = checkpoint.parent.parent / "restorer.safetensors"
+        if restorer.is_file():
+            artifact.add_file(str(restorer), name=restorer.name)
+        if not run.settings._offline:
+            for name in inputs:
+                run.use_artifact(f"{name}:latest")
+        run.log_artifact(artifact, aliases=["latest", f"step-{step}"])
+
+
+def artifact_name(chain: Chain, stage: str) -> str:
+    """W&B artifact name of a stage's final checkpoint (letters, digits, ``-``, ``_``, ``.`` only)."""
+    raw = f"{chain.name}-{stage}"
+    return "".join(c if c.isalnum() or c in "-_." else "-" for c in raw)
+
+
+def _finish_wandb() -> None:
+    """Close a W&B run a stage left open: Lightning's WandbLogger would reuse it for the next stage."""
+    import sys
+
+    wandb = sys.modules.get("wandb")
+    if wandb is not None and getattr(wandb, "run", None) is not None:
+        wandb.finish()
 
 
 def _config_hash(text: str) -> str:
@@ -308,7 +365,10 @@ def run_chain(
                                "inputs": inputs, "started": record.get("started", started) if resume else started}
         _write_json(chain.out / MANIFEST, manifest)
         args = ["fit", "--config", str(config_path)] + (["--ckpt_path", str(last)] if resume else [])
-        code = fit(args)
+        try:
+            code = fit(args)
+        finally:
+            _finish_wandb()
         if code == 0 and not final.is_file() and resume and last.is_file():
             # resumed from a last.ckpt taken at max_steps: Lightning has nothing left to run
             shutil.copy2(last, final)
