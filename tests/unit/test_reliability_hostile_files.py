@@ -316,3 +316,17 @@ def test_clean_pt2_still_loads(good_pt2: Path) -> None:
     assert read_export_metadata(good_pt2)["input_size"] == "16"
     restored, _codes = load_exported(good_pt2, "exported-program")(torch.zeros(1, 3, 16, 16))
     assert restored.shape == (1, 3, 16, 16)
+
+
+def test_official_checkpoint_with_nan_weights_refused(tmp_path: Path) -> None:
+    from daefr.testing.daefr_tiny import random_official_state_dict
+
+    micro = {"ch": 32, "ch_mult": [1, 2], "num_res_blocks": 1, "resolution": 32, "attn_resolutions": [16],
+             "z_channels": 64, "embed_dim": 64, "n_embed": 64, "n_layers": 1, "dim_mlp": 128, "transformer_dim": 64}
+    sd = random_official_state_dict(micro, seed=0)
+    sd["vqvae.decoder.conv_out.weight"] = sd["vqvae.decoder.conv_out.weight"].clone()
+    sd["vqvae.decoder.conv_out.weight"].view(-1)[0] = float("nan")
+    path = tmp_path / "DAEFR_model.ckpt"
+    torch.save({"state_dict": sd}, path)
+    with pytest.raises(CheckpointError, match=r"DAEFR_model\.ckpt: the official checkpoint: weight 'decoder\.conv_out\.weight'.*NaN"):
+        load_restorer(path)

@@ -244,7 +244,12 @@ def load_restorer(path: str | Path, *, fast: bool = False, device: str | torch.d
     else:
         sd = read_official_checkpoint(path)
         if is_daefr_final_state_dict(sd):
-            restorer = restorer_from_official(sd, preset=preset, fast=fast, strict=strict, **arch)
+            try:
+                restorer = restorer_from_official(sd, preset=preset, fast=fast, strict=strict, **arch)
+            except CheckpointError as exc:
+                if str(path) in str(exc):
+                    raise
+                raise CheckpointError(f"{path}: {exc}") from None
         elif any(k.startswith(("lq_encoder.", "predictor.")) for k in sd):
             restorer = _load_ours(sd, restorer_arch(preset, **arch), fast, strict, str(path))
         else:

@@ -2,7 +2,8 @@
 
 Lightning already turns SIGTERM into a clean stop at the next batch boundary (``SIGTERMException``);
 SIGUSR1 (the usual SLURM "time is nearly up" signal, ``#SBATCH --signal=USR1@90``) would by default
-kill the process. :class:`PreemptionCheckpoint` handles both the same way: the signal only sets a flag;
+kill the process. :class:`PreemptionCheckpoint` handles both the same way, from the moment it is built
+(before the model, the data and the Trainer's setup): the signal only sets a flag;
 at the end of the current training batch -- a consistent state, the same point where Lightning's
 ``ModelCheckpoint`` saves -- the checkpoint is written (atomically when the Trainer uses
 ``AtomicCheckpointIO``) to ``<ModelCheckpoint dirpath>/last.ckpt`` (or ``<default_root_dir>/checkpoints/
@@ -43,6 +44,19 @@ class PreemptionCheckpoint(Callback):
         self.saved_path: Path | None = None
         self._requested: int | None = None
         self._previous: dict[int, Any] = {}
+        # From construction on (the CLI builds callbacks before the model, the data and the Trainer's
+        # setup), a signal only sets the flag: it can no longer kill the process before fit starts.
+        self._install()
+
+    def _install(self) -> None:
+        for name in self.signals:
+            signum = int(getattr(signal, name))
+            if signum in self._previous:
+                continue
+            try:
+                self._previous[signum] = signal.signal(signum, self._handler)
+            except ValueError:  # not in the main thread: signals cannot be handled here
+                return
 
     # -------------------------------------------------------------------------- signal handling
     def _handler(self, signum: int, frame: FrameType | None) -> None:
@@ -53,24 +67,28 @@ class PreemptionCheckpoint(Callback):
         return isinstance(env, SLURMEnvironment) and env.auto_requeue
 
     def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        self._requested = None
+        # a signal received since construction is kept: it is acted on at the first batch end
         self.saved_path = None
         if self._lightning_requeues(trainer):
+            # SIGUSR1 belongs to Lightning's requeue handler (installed by the Trainer, after ours)
+            self._previous = {}
             return
-        for name in self.signals:
-            signum = int(getattr(signal, name))
-            try:
-                self._previous[signum] = signal.signal(signum, self._handler)
-            except ValueError:  # not in the main thread: signals cannot be handled here
-                return
+        self._install()
 
     def _restore_handlers(self) -> None:
         for signum, previous in self._previous.items():
             signal.signal(signum, previous if previous is not None else signal.SIG_DFL)
         self._previous = {}
 
+    def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        # signalled after the last training batch (during the final validation, say): save now,
+        # so a signal never ends a run without its checkpoint
+        if self._requested is not None and self.saved_path is None:
+            self._save(trainer, f"received {signal.Signals(self._requested).name}")
+
     def on_fit_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self._restore_handlers()
+        self._requested = None
 
     # -------------------------------------------------------------------------- saving
     def checkpoint_path(self, trainer: Trainer) -> Path:
