@@ -107,6 +107,16 @@ def test_restorer_metadata_hostile_through_cli_export_and_evaluate(good_file: Pa
     err = capsys.readouterr().err
     assert "os.system" in err and "refused" in err and "Traceback" not in err
     assert not marker.exists() and not (tmp_path / "out.onnx").exists()
+    lq = tmp_path / "lq"
+    lq.mkdir()
+    from PIL import Image
+
+    Image.new("RGB", (16, 16), (100, 80, 70)).save(lq / "a.png")
+    assert main(["evaluate", "--checkpoint", str(hostile), "--lq", str(lq), "--gt", str(lq), "--metrics", "psnr",
+                 "-o", str(tmp_path / "report")]) == 1
+    err = capsys.readouterr().err
+    assert "os.system" in err and "refused" in err and "Traceback" not in err
+    assert not marker.exists()
 
 
 def test_registered_class_path_in_metadata_still_loads(good_file: Path, tmp_path: Path) -> None:
