@@ -24,6 +24,8 @@ BUILTINS: dict[str, dict[str, tuple[str, str]]] = {
     "fusions": {
         "cross_attention": ("daefr.nn.fusion:CrossAttentionFusion",
                             "multi-head cross-attention, LQ queries HQ keys/values, residual on HQ (official)"),
+        "single_branch": ("daefr.nn.fusion:SingleBranchFusion",
+                          "no fusion: one encoder's latent only (branch: hq | lq), for single-encoder ablations"),
     },
     "predictors": {
         "transformer": ("daefr.nn.transformer:CodeTransformer",

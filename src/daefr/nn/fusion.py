@@ -12,7 +12,7 @@ from torch import Tensor, nn
 
 from daefr.nn.blocks import MultiHeadAttnBlock
 
-__all__ = ["CrossAttentionFusion"]
+__all__ = ["CrossAttentionFusion", "SingleBranchFusion"]
 
 
 class CrossAttentionFusion(nn.Module):
@@ -46,3 +46,23 @@ class CrossAttentionFusion(nn.Module):
             )
         out: Tensor = self.attn(hq_feat, lq_feat)
         return out
+
+
+class SingleBranchFusion(nn.Module):
+    """No fusion: pass one branch's latent on, (B, C, h, w) -> (B, C, h, w), for single-encoder ablations.
+
+    ``branch="hq"`` predicts codes from the HQ encoder alone (a CodeFormer-like restorer: one encoder,
+    initialised from the HQ codebook/association stage, fine-tuned on LQ inputs); ``branch="lq"`` from the
+    LQ encoder alone. The other encoder still runs but receives no gradient (under DDP set
+    ``find_unused_parameters``).
+    """
+
+    def __init__(self, channels: int = 256, branch: str = "hq") -> None:
+        super().__init__()
+        if branch not in ("hq", "lq"):
+            raise ValueError(f"single_branch fusion: branch must be 'hq' or 'lq', got {branch!r}")
+        self.channels, self.branch = channels, branch
+
+    def forward(self, lq_feat: Tensor, hq_feat: Tensor) -> Tensor:
+        """The chosen branch's latent, unchanged."""
+        return hq_feat if self.branch == "hq" else lq_feat
