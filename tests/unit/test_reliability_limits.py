@@ -134,3 +134,11 @@ def test_bad_niqe_params_is_one_line(tmp_path: Path, content: bytes, capsys: pyt
     line = _one_error_line(capsys)
     assert f"--niqe-params {bad}: not a readable NIQE parameter file" in line
     assert not (tmp_path / "report").exists()
+
+
+@pytest.mark.parametrize("arch", ['{"ch": "x"}', '{"ch_mult": ["x"]}'])
+def test_convert_with_bad_arch_keywords_is_one_line(parity_dir: Path, tmp_path: Path, arch: str,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "out.safetensors"
+    assert main(["convert", str(parity_dir / "vqgan_tiny_pl108.ckpt"), str(out), "--arch", arch]) == 1
+    assert "cannot build the codebook architecture" in _one_error_line(capsys) and not out.exists()

@@ -125,8 +125,12 @@ def _targets(kind: str, vq_cfg: dict[str, Any], disc_cfg: dict[str, Any]) -> tup
 
 def _convert_stage(sd: Mapping[str, Tensor], kind: str, arch: str | dict[str, Any] | None,
                    strict: bool) -> tuple[dict[str, Tensor], MappingReport, dict[str, Any]]:
-    vq_cfg, disc_cfg = _vqgan_arch(arch, sd)
-    keymap, modules = _targets(kind, vq_cfg, disc_cfg)
+    try:
+        vq_cfg, disc_cfg = _vqgan_arch(arch, sd)
+        keymap, modules = _targets(kind, vq_cfg, disc_cfg)
+    except (TypeError, ValueError) as exc:  # e.g. --arch '{"ch": "x"}': one line, not a traceback
+        raise ConfigError(f"cannot build the {kind} architecture ({type(exc).__name__}: {exc}); check the --arch "
+                          "keywords (numbers where the official config has numbers)") from None
     target = {f"{ns}.{k}": tuple(v.shape) for ns, m in modules.items() for k, v in m.state_dict().items()}
     report = keymap.report({k: tuple(v.shape) for k, v in sd.items()}, target)
     # LPIPS keys are mapped by name only (their module lives in the losses): not "missing" here
