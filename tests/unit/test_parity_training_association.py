@@ -55,6 +55,11 @@ def test_every_logged_loss_before_and_after_disc_start(run: tuple) -> None:
     assert float(first["train/hq/disc_loss"]) == 0.0 and float(second["train/lq/disc_loss"]) > 0
 
 
+def test_reconstructions_and_logit_maps_of_every_forward_pass(run: tuple) -> None:
+    """One forward pass per optimizer (official): each reconstruction / PatchGAN map within 3e-3 max|x|."""
+    _no_failures(tp.check_outputs(*run))
+
+
 def test_gradient_checksums_and_named_full_gradients(run: tuple) -> None:
     _no_failures(tp.check_gradients(*run))
 

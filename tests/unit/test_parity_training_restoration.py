@@ -54,6 +54,11 @@ def test_logged_losses(run: tuple) -> None:
     assert float(logs["train/loss"]) == float(logs["train/ce_loss"] + 10 * logs["train/l2_loss"])
 
 
+def test_reconstructions_and_logit_maps_of_every_forward_pass(run: tuple) -> None:
+    """One forward pass per optimizer (official): each reconstruction / PatchGAN map within 3e-3 max|x|."""
+    _no_failures(tp.check_outputs(*run))
+
+
 def test_gradient_checksums_and_named_full_gradients(run: tuple) -> None:
     _no_failures(tp.check_gradients(*run))
 

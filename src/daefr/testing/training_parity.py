@@ -48,6 +48,7 @@ __all__ = [
     "check_logged",
     "check_optimizers",
     "check_order",
+    "check_outputs",
     "run_fixture",
     "run_stage",
     "training_parity_dir",
@@ -216,13 +217,15 @@ class StageUnderTest:
     """Our stage plus what the comparison needs.
 
     ``names``: official key -> our state-dict key (parameters and buffers); ``opt_order``: our optimizer index
-    for each official optimizer index; ``dropouts``: the installed fixture dropouts.
+    for each official optimizer index; ``dropouts``: the installed fixture dropouts; ``watched``: official
+    captured-output name (``xrec``, ``disc_out``, ``HQ_xrec``, ...) -> our module whose outputs are recorded.
     """
 
     stage: Any
     names: dict[str, str]
     opt_order: list[int]
     dropouts: list[FixtureDropout] = field(default_factory=list)
+    watched: dict[str, nn.Module] = field(default_factory=dict)
 
 
 _LAYOUT_KEYS = ("ch", "ch_mult", "num_res_blocks", "resolution", "attn_resolutions", "z_channels", "dropout",
@@ -319,6 +322,7 @@ def build_stage(fixture: TrainingFixture, official_quirks: bool = True, **option
         names = _load_mapped(CODEBOOK_STAGE_KEYMAP, weights, modules, prefixes)
         dropouts += install_fixture_dropout(stage.loss.perceptual, fixture, opt=0)
         order = [0, 1]
+        watched = {"xrec": stage.vqgan.decoder, "disc_out": stage.loss.discriminator}
     elif fixture.name.startswith("association"):
         spec = _loss_spec(params["lossconfig"]["params"])
         stage = AssociationStage(**_autoencoder_specs(dd), loss=spec, lq_loss=spec, **opts)
@@ -332,6 +336,8 @@ def build_stage(fixture: TrainingFixture, official_quirks: bool = True, **option
         dropouts += install_fixture_dropout(stage.loss_hq.perceptual, fixture, opt=0)
         dropouts += install_fixture_dropout(stage.loss_lq.perceptual, fixture, opt=2)
         order = [0, 2, 1, 3]  # official: ae_HQ, disc_HQ, ae_LQ, disc_LQ; ours: ae_HQ, ae_LQ, disc_HQ, disc_LQ
+        watched = {"HQ_xrec": stage.hq.decoder, "LQ_xrec": stage.lq.decoder,
+                   "disc_HQ_out": stage.loss_hq.discriminator, "disc_LQ_out": stage.loss_lq.discriminator}
     elif fixture.name.startswith("restoration"):
         arch = {k: dd[k] for k in (*_LAYOUT_KEYS, "embed_dim", "n_embed", "in_channels", "out_ch")}
         stage = RestorationStage(arch=arch, log_rec_loss=True, **opts)
@@ -339,12 +345,13 @@ def build_stage(fixture: TrainingFixture, official_quirks: bool = True, **option
                    ("restorer", "target_encoder", "target_quant_conv", "assoc_hq_codebook", "assoc_lq_codebook")}
         names = _load_mapped(DAEFR_FINAL_KEYMAP, weights, modules, {ns: f"net.{ns}" for ns in modules})
         order = [0]
+        watched = {"xrec": stage.net.restorer.decoder}
     else:
         raise ValueError(f"unknown training fixture {fixture.name!r}; expected one of {FIXTURES}")
     missing = [k for k in fixture.meta["state_dict"] if k not in names]
     if missing:
         raise AssertionError(f"official keys without a counterpart in our stage: {missing[:5]}")
-    return StageUnderTest(stage, names, order, dropouts)
+    return StageUnderTest(stage, names, order, dropouts, watched)
 
 
 # ----- running through a Trainer ---------------------------------------------------------------------------
@@ -367,6 +374,7 @@ class Record:
     after: list[dict[str, Tensor]] = field(default_factory=list)  # state dict after each batch
     adam: list[list[dict[str, dict[str, Any] | None]]] = field(default_factory=list)  # per batch, per optimizer
     optimizers: list[torch.optim.Optimizer] = field(default_factory=list)
+    outputs: list[dict[str, list[Tensor]]] = field(default_factory=list)  # per batch: watched name -> outputs
 
 
 def _state(stage: nn.Module) -> dict[str, Tensor]:
@@ -397,6 +405,7 @@ def _make_recorder(record: Record, stage: nn.Module) -> Any:
             batch_now[0] = batch_idx
             record.before.append(_state(pl_module))
             record.logs.append({})
+            record.outputs.append({})
 
         def on_train_batch_end(self, trainer: Any, pl_module: Any, outputs: Any, batch: Any, batch_idx: int) -> None:
             record.after.append(_state(pl_module))
@@ -430,6 +439,14 @@ def run_stage(under_test: StageUnderTest, fixture: TrainingFixture) -> Record:
         original_log(name, value, *args, **kwargs)
 
     stage.log = log
+
+    def watch(name: str) -> Callable[..., None]:
+        def hook(_module: nn.Module, _inputs: Any, output: Tensor) -> None:
+            if record.outputs:
+                record.outputs[-1].setdefault(name, []).append(output.detach().clone())
+        return hook
+
+    handles = [module.register_forward_hook(watch(name)) for name, module in under_test.watched.items()]
     batches = []
     for i in range(len(fixture.iterations)):
         official = fixture.batch(i)
@@ -445,6 +462,8 @@ def run_stage(under_test: StageUnderTest, fixture: TrainingFixture) -> Record:
         trainer.fit(stage, train_dataloaders=loader)
     finally:
         del stage.log
+        for handle in handles:
+            handle.remove()
     return record
 
 
@@ -608,6 +627,34 @@ def _full_grad(where: str, key: str, ours: Tensor, ref: Tensor, noise: bool, tol
         return [] if dev == 0.0 else [f"{where} {key}: official gradient exactly 0, ours differs by {dev:.3g}"]
     return [] if dev <= tol.grad_rel * scale else [f"{where} {key}: full gradient deviates {dev:.3g} "
                                                    f"(max|g| {scale:.3g})"]
+
+
+def check_outputs(fixture: TrainingFixture, under_test: StageUnderTest, record: Record,
+                  atol_rel: float = 3e-3) -> list[str]:
+    """Reconstructions and PatchGAN logit maps of every forward pass, in call order (one forward per optimizer).
+
+    The official ``captured`` names ``xrec`` / ``HQ_xrec`` (one per call) and ``disc_out{n}`` (logit maps in
+    call order) are compared with the outputs of our watched modules within ``atol_rel * max|x|``.
+    """
+    failures: list[str] = []
+    for i, it in enumerate(fixture.iterations):
+        expected: dict[str, list[str]] = {}
+        for call in it["calls"]:
+            for name, tensor_key in call["captured"].items():
+                base = re.sub(r"\d+$", "", name)
+                if base in under_test.watched:
+                    expected.setdefault(base, []).append(tensor_key)
+        for name, keys in expected.items():
+            ours = record.outputs[i].get(name, [])
+            if len(ours) != len(keys):
+                failures.append(f"it{i} {name}: {len(ours)} forward passes, official {len(keys)}")
+                continue
+            for key, out in zip(keys, ours):
+                ref = fixture.tensors[key]
+                dev = float((out.reshape(ref.shape) - ref).abs().max())
+                if dev > atol_rel * float(ref.abs().max()):
+                    failures.append(f"{key}: ours deviates by {dev:.3g} (max|x| {float(ref.abs().max()):.3g})")
+    return failures
 
 
 def check_after(fixture: TrainingFixture, under_test: StageUnderTest, record: Record,
@@ -783,6 +830,7 @@ def all_failures(fixture: TrainingFixture, under_test: StageUnderTest, record: R
         "optimizers": check_optimizers(fixture, under_test, record),
         "order": check_order(fixture, under_test, record),
         "logged": check_logged(fixture, record),
+        "outputs": check_outputs(fixture, under_test, record),
         "gradients": check_gradients(fixture, under_test, record),
         "after": check_after(fixture, under_test, record),
     }
