@@ -20,7 +20,7 @@ FILE_CHOSEN_KEYS = ("export_path", "init_from", "init_hq_codebook_from", "init_a
 #: Config keys (last part) whose numbers count things: never negative (``max_*`` may be -1: unlimited).
 _COUNT_SUFFIXES = ("_size", "_steps", "_epochs", "_batches", "_workers")
 _COUNT_NAMES = ("size", "steps", "resolution", "n_embed")
-_UNLIMITED = ("max_steps", "max_epochs", "max_time")
+_UNLIMITED = ("max_steps", "max_epochs", "max_time", "num_sanity_val_steps")
 
 
 def _check_values(config: Any, where: str = "") -> None:
