@@ -391,6 +391,65 @@ def run_chain(
     return manifest
 
 
+def normalized_config(chain: Chain, stage: ChainStage) -> str:
+    """A stage's configuration with the chain's own folder, name and group replaced by placeholders."""
+    text = OmegaConf.to_yaml(stage_config(chain, stage))
+    for value, token in ((str(chain.out), "<OUT>"), (chain.group or "", "<GROUP>"), (chain.name, "<NAME>")):
+        if value:
+            text = text.replace(value, token)
+    return text
+
+
+def shared_prefix(chain: Chain, donor: Chain) -> int:
+    """How many leading stages ``donor`` finished with the same configuration as ``chain`` would run."""
+    records = read_manifest(donor)["stages"]
+    count = 0
+    for mine, theirs in zip(chain.stages, donor.stages):
+        record = records.get(theirs.name, {})
+        if mine.name != theirs.name or record.get("status") != "finished":
+            break
+        if normalized_config(chain, mine) != normalized_config(donor, theirs):
+            break
+        count += 1
+    return count
+
+
+def _link_or_copy(src: str, dst: str) -> None:
+    try:
+        os.link(src, dst)  # same bytes, no extra disk (checkpoints are never modified in place)
+    except OSError:
+        shutil.copy2(src, dst)
+
+
+def reuse_stages(chain: Chain, donor: Chain, count: int) -> list[str]:
+    """Take the first ``count`` finished stages of ``donor`` into ``chain`` (hard links), as if run there.
+
+    Experiment variants that differ only in later stages share their first stages this way. The W&B
+    runs of a reused stage stay with the donor's group.
+    """
+    manifest = read_manifest(chain)
+    records = manifest.setdefault("stages", {})
+    donor_records = read_manifest(donor)["stages"]
+    taken: list[str] = []
+    for mine, theirs in list(zip(chain.stages, donor.stages))[:count]:
+        if mine.name in records:
+            continue  # this chain has its own record (a rerun of the experiment): run_chain decides
+        source, target = donor.stage_dir(theirs.name), chain.stage_dir(mine.name)
+        if target.exists():
+            _move_aside(chain, mine.name)
+        shutil.copytree(source, target, copy_function=_link_or_copy, ignore=shutil.ignore_patterns("wandb"))
+        text = OmegaConf.to_yaml(stage_config(chain, mine))
+        (target / STAGE_CONFIG).unlink()
+        (target / STAGE_CONFIG).write_text(text, encoding="utf-8")
+        record = json.loads(json.dumps(donor_records[theirs.name]).replace(str(donor.out), str(chain.out)))
+        record.update(config=str(target / STAGE_CONFIG), config_sha256=_config_hash(text), reused_from=str(source))
+        records[mine.name] = record
+        taken.append(mine.name)
+    manifest.update(chain=chain.name, chain_file=str(chain.path), out=str(chain.out))
+    _write_json(chain.out / MANIFEST, manifest)
+    return taken
+
+
 def stage_inputs(manifest: Mapping[str, Any]) -> dict[str, str]:
     """Stage name -> final checkpoint path of every finished stage in a manifest."""
     return {name: rec["checkpoint"]["path"] for name, rec in manifest.get("stages", {}).items()

@@ -30,6 +30,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import shutil
 import statistics
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
@@ -38,7 +39,7 @@ from typing import Any
 
 import yaml
 
-from daefr.chain import ChainError, load_chain, parse_overrides, run_chain
+from daefr.chain import ChainError, load_chain, parse_overrides, reuse_stages, run_chain, shared_prefix
 from daefr.errors import ConfigError
 
 WANDB_LOGGER = "lightning.pytorch.loggers.WandbLogger"
@@ -53,6 +54,7 @@ class HeldOut:
     limit: int | None = None
     metrics: tuple[str, ...] = ("psnr", "ssim", "ids")
     seed: int = 0
+    crop: tuple[int, int, int, int] | None = None  # (left, top, right, bottom) taken before resizing
     scale: int = 4
     sigma: tuple[float, float] = (0.5, 1.5)
     noise: tuple[float, float] = (2.0, 8.0)
@@ -88,6 +90,15 @@ def _pair(value: Any, key: str, path: Path, cast: Callable[[Any], Any]) -> tuple
     return cast(value[0]), cast(value[1])
 
 
+def _box(value: Any, path: Path) -> tuple[int, int, int, int] | None:
+    if value is None:
+        return None
+    if not isinstance(value, (list, tuple)) or len(value) != 4 or not value[0] < value[2] or not value[1] < value[3]:
+        raise ConfigError(f"{path}: evaluation.crop must be [left, top, right, bottom] with left < right, "
+                          f"top < bottom; got {value!r}")
+    return int(value[0]), int(value[1]), int(value[2]), int(value[3])
+
+
 def load_experiment(path: str | Path, out: str | Path | None = None, seeds: Sequence[int] | None = None,
                     overrides: Sequence[str] = ()) -> Experiment:
     """Read an experiment file; ``overrides`` (``KEY=VALUE``) apply to every variant."""
@@ -120,6 +131,7 @@ def load_experiment(path: str | Path, out: str | Path | None = None, seeds: Sequ
     heldout = HeldOut(
         hq=(path.parent / str(ev["hq"])).resolve(), size=int(ev.get("size", 32)), limit=ev.get("limit"),
         metrics=tuple(ev.get("metrics", HeldOut.metrics)), seed=int(ev.get("seed", 0)), scale=int(ev.get("scale", 4)),
+        crop=_box(ev.get("crop"), path),
         sigma=_pair(ev.get("sigma", HeldOut.sigma), "sigma", path, float),
         noise=_pair(ev.get("noise", HeldOut.noise), "noise", path, float),
         jpeg=_pair(ev.get("jpeg", HeldOut.jpeg), "jpeg", path, int),
@@ -136,10 +148,12 @@ def load_experiment(path: str | Path, out: str | Path | None = None, seeds: Sequ
 # ----------------------------------------------------------------------------------------- held out
 def build_heldout(heldout: HeldOut, folder: Path) -> dict[str, Path]:
     """Degrade the held-out faces once: ``gt/``, ``lq/`` (small) and ``bicubic/`` (the baseline)."""
+    import numpy as np
     from PIL import Image
 
-    from daefr.demo import DemoSettings, degrade_test_image, find_images, load_square, resize
-    from daefr.utils.images import write_image
+    from daefr.data.decode import resize_center_crop
+    from daefr.demo import DemoSettings, degrade_test_image, find_images, resize
+    from daefr.utils.images import read_image, write_image
 
     files = find_images(heldout.hq)[: heldout.limit]
     if len(files) < 2:
@@ -147,16 +161,24 @@ def build_heldout(heldout: HeldOut, folder: Path) -> dict[str, Path]:
     settings = DemoSettings(image_size=heldout.size, test_scale=heldout.scale, test_sigma=heldout.sigma,
                             test_noise=heldout.noise, test_jpeg=heldout.jpeg, seed=heldout.seed)
     dirs = {k: folder / k for k in ("gt", "lq", "bicubic")}
-    if all(d.is_dir() for d in dirs.values()) and len(find_images(dirs["gt"])) == len(files):
-        return dirs  # made by an earlier run with the same settings (the folder name carries them)
+    stamp = folder / "heldout.json"
+    settings_json = json.dumps({k: str(v) for k, v in vars(heldout).items()}, sort_keys=True)
+    if stamp.is_file() and stamp.read_text(encoding="utf-8") == settings_json:
+        return dirs  # made by an earlier run with the same settings
     for d in dirs.values():
-        d.mkdir(parents=True, exist_ok=True)
+        if d.exists():
+            shutil.rmtree(d)  # our own folder from a run with other settings
+        d.mkdir(parents=True)
     for index, path in enumerate(files):
-        gt = load_square(path, heldout.size)
+        face = Image.fromarray(read_image(path))
+        if heldout.crop is not None:
+            face = face.crop(heldout.crop)
+        gt = np.asarray(resize_center_crop(face, heldout.size))
         lq = degrade_test_image(gt, settings, seed=heldout.seed * 100003 + index)
         write_image(dirs["gt"] / f"{path.stem}.png", gt)
         write_image(dirs["lq"] / f"{path.stem}.png", lq)
         write_image(dirs["bicubic"] / f"{path.stem}.png", resize(lq, heldout.size, Image.Resampling.BICUBIC))
+    stamp.write_text(settings_json, encoding="utf-8")
     return dirs
 
 
@@ -222,15 +244,22 @@ def run_experiment(exp: Experiment, fit: Callable[[list[str]], int] | None = Non
     from daefr.demo import restore_testset
 
     h = exp.heldout
-    dirs = build_heldout(h, exp.out / f"heldout-{h.size}px-seed{h.seed}")
+    dirs = build_heldout(h, exp.out / "heldout")
     results: dict[str, dict[int, dict[str, float]]] = {}
     per_image: list[dict[str, Any]] = []
     curves: dict[str, list[tuple[int, float]]] = {}
+    done: dict[int, list[Any]] = {seed: [] for seed in exp.seeds}  # chains run so far, per seed
     for variant in exp.variants:
         results[variant.name] = {}
         for seed in exp.seeds:
             chain = variant_chain(exp, variant, seed)
             say(f"== {variant.name}, seed {seed} ({chain.out})")
+            donors = sorted(done[seed], key=lambda d: shared_prefix(chain, d), reverse=True)
+            if donors and (count := shared_prefix(chain, donors[0])):
+                taken = reuse_stages(chain, donors[0], count)
+                if taken:
+                    say(f"   same as {donors[0].out}: reusing {', '.join(taken)}")
+            done[seed].append(chain)
             manifest = run_chain(chain, fit=fit, say=say)
             restored = chain.out / "heldout_restored"
             restore_testset(_restorer(manifest), dirs["lq"], restored, h.size)

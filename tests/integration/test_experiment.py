@@ -80,8 +80,15 @@ def test_two_variant_experiment_with_wandb_offline(tmp_path: Path, monkeypatch: 
         assert 0.0 < summary["table"][variant]["ids"]["mean"] <= 1.0
     assert summary["table"]["ten"]["psnr"] != summary["table"]["one"]["psnr"], "variants did not differ"
 
+    # the variants differ only in the restoration stage: the second one reuses the first three stages
+    manifest = json.loads((out / "one" / "seed0" / "chain.json").read_text())["stages"]
+    for stage in ("hq_codebook", "lq_codebook", "association"):
+        assert manifest[stage]["reused_from"] == str(out / "ten" / "seed0" / stage)
+    assert "reused_from" not in manifest["restoration"]
+    assert manifest["restoration"]["inputs"]["association"] == manifest["association"]["checkpoint"]["sha256"]
+
     logs = _wandb_logs(out)
-    assert len(logs) == 10, sorted(logs)  # 2 variants x (4 stages + evaluation)
+    assert len(logs) == 7, sorted(logs)  # "ten": 4 stages + evaluation; "one": restoration + evaluation
     # the run logs are protobuf records written by W&B's Go service (no Python reader ships with wandb 0.2x+):
     # their strings are checked as bytes
     everything = b"".join(logs.values())
