@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 PIP_INSTALL := $(BIN)/python -m pip install -q -c constraints-cpu.txt
 
-.PHONY: venv demo test lint typecheck pytest system-deps clean
+.PHONY: venv demo test lint typecheck pytest system-deps clean gpu-check
 
 $(STAMP): pyproject.toml constraints-cpu.txt plugins/daefr-example-domain/pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -36,6 +36,13 @@ pytest: $(STAMP) system-deps
 	WANDB_MODE=offline OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -n 2 --timeout 1200
 
 test: lint typecheck pytest
+
+# GPU acceptance run (docs/cluster.md, "GPU acceptance check"): GPU tests, full-size bf16 training steps,
+# restorer and degradation throughput, DDP over NCCL; figures appended to benchmarks/RESULTS.md ("## GPU").
+# Exits 2 with one line when no CUDA device is present. Pass options with GPU_CHECK_ARGS="--only train".
+GPU_CHECK_ARGS ?=
+gpu-check: $(STAMP)
+	WANDB_MODE=disabled $(BIN)/python benchmarks/gpu_check.py $(GPU_CHECK_ARGS)
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache .mypy_cache .ruff_cache
