@@ -200,3 +200,25 @@ def test_gzip_bomb_member_is_stopped_at_the_decompression_limit(tmp_path: Path, 
     (tmp_path / "ok.tar.gz").write_bytes(gzip.compress(_tar_bytes({"a.png": png, "b.png": png})))
     ok = sources.ShardSource(str(tmp_path / "ok.tar.gz"))
     assert [k for k, _ in ok.read(ok.units()[0])] == ["a", "b"]
+
+
+def test_compressed_shards_of_each_kind_read_and_a_bz_named_member_is_not_mistaken(tmp_path: Path) -> None:
+    import bz2
+    import gzip
+    import lzma
+
+    from daefr.data import sources
+
+    png = (_faces(tmp_path / "src", n=1) / "face000.png").read_bytes()
+    plain = _tar_bytes({"BZh9_face.png": png, "b.png": png})  # a member name that starts like bzip2
+    (tmp_path / "plain.tar").write_bytes(plain)
+    (tmp_path / "s.tar.gz").write_bytes(gzip.compress(plain))
+    (tmp_path / "s.tar.bz2").write_bytes(bz2.compress(plain))
+    (tmp_path / "s.tar.xz").write_bytes(lzma.compress(plain))
+    (tmp_path / "twice.tar.gz.gz").write_bytes(gzip.compress(gzip.compress(plain)))
+    for name in ("plain.tar", "s.tar.gz", "s.tar.bz2", "s.tar.xz"):
+        source = sources.ShardSource(str(tmp_path / name))
+        assert [k for k, _ in source.read(source.units()[0])] == ["BZh9_face", "b"], name
+    twice = sources.ShardSource(str(tmp_path / "twice.tar.gz.gz"))
+    with pytest.raises(sources.SourceReadError, match="compressed twice"):
+        list(twice.read(twice.units()[0]))

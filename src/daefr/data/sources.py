@@ -176,6 +176,18 @@ class _BoundedDecompression(io.RawIOBase):
         super().close()
 
 
+def _compression(head: bytes) -> str | None:
+    """"gzip", "bzip2" or "xz" from a file's first 10 bytes (full magic numbers: a tar starts with a
+    member name, which may begin with "BZh"), or None."""
+    if head.startswith(b"\x1f\x8b\x08"):
+        return "gzip"
+    if head[:3] == b"BZh" and head[3:4].isdigit() and head[4:10] in (b"1AY&SY", b"\x17rE8P\x90"):
+        return "bzip2"
+    if head.startswith(b"\xfd7zXZ\x00"):
+        return "xz"
+    return None
+
+
 def open_shard(url: str) -> IO[bytes]:
     """The tar bytes of a shard (``.tar`` or gzip / bzip2 / xz compressed), with a bounded expansion.
 
@@ -188,23 +200,19 @@ def open_shard(url: str) -> IO[bytes]:
 
     counting = _CountingReader(open_url(url))
     buffered = io.BufferedReader(counting)
-    magic = buffered.peek(6)[:6]
-    opener: Any = None
-    if magic.startswith(b"\x1f\x8b"):
-        opener = gzip.GzipFile
-    elif magic.startswith(b"BZh"):
-        opener = bz2.BZ2File
-    elif magic.startswith(b"\xfd7zXZ\x00"):
-        opener = lzma.LZMAFile
-    if opener is None:
+    compression = _compression(buffered.peek(10)[:10])
+    if compression is None:
         return buffered
-    inner = io.BufferedReader(_BoundedDecompression(opener(fileobj=buffered), counting, url))
+    decompressed: Any = (gzip.GzipFile(fileobj=buffered, mode="rb") if compression == "gzip"
+                         else bz2.BZ2File(buffered, "rb") if compression == "bzip2"
+                         else lzma.LZMAFile(buffered, "rb"))
+    inner = io.BufferedReader(_BoundedDecompression(decompressed, counting, url))
     try:
-        nested = inner.peek(6)[:6]
+        nested = _compression(inner.peek(10)[:10])
     except (OSError, EOFError) as exc:
         inner.close()
         raise SourceReadError(f"shard {url} is unreadable or truncated: {type(exc).__name__}: {exc}") from exc
-    if nested.startswith((b"\x1f\x8b", b"BZh", b"\xfd7zXZ\x00")):
+    if nested is not None:
         inner.close()
         raise SourceReadError(f"shard {url} is compressed twice; store tar shards compressed once (or not at all)")
     return inner
