@@ -190,6 +190,7 @@ def test_gzip_bomb_member_is_stopped_at_the_decompression_limit(tmp_path: Path, 
         for key, _ in source.read(source.units()[0]):
             read.append(key)
     assert read == ["a"] and "\n" not in str(info.value)  # "b" is complete only when "c" starts
+    assert str(info.value).endswith("re-shard it")  # nothing appended by the tar reader
     # through the dataset: counted as corrupt, the samples before the bomb are used
     from daefr.data.dataset import CorruptDataError, FaceDataset
 

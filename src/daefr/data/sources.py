@@ -236,10 +236,11 @@ def iter_tar_samples(stream: IO[bytes], name: str) -> Iterator[RawSample]:
         for sample in group_by_keys(files(), handler=reraise_exception):
             key = sample.pop("__key__")
             yield key, {k: v for k, v in sample.items() if not k.startswith("__")}
-    except SourceReadError:
-        raise
     except Exception as exc:  # tar, gzip and OS errors, also as re-raised by webdataset's handlers
+        # webdataset appends " @ <stream>" to the message of an error raised while reading a member
         message = str(exc.args[0] if exc.args else exc).split(" @ ")[0]
+        if isinstance(exc, SourceReadError):
+            raise SourceReadError(message) from None
         raise SourceReadError(f"shard {name} is unreadable or truncated: {type(exc).__name__}: {message}") from exc
 
 
