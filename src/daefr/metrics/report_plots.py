@@ -1,0 +1,97 @@
+"""Plots embedded in the evaluation reports as PNG data URIs (matplotlib, Agg canvas, no pyplot state).
+
+matplotlib is optional (extra ``experiments``): :func:`plots_unavailable` gives the reason the plots
+are skipped, and the reports say so instead of failing. Non-finite values (PSNR of a perfect image)
+cannot be placed on an axis; they are left out and counted in the plot's title.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import math
+from collections.abc import Sequence
+from typing import Any
+
+A_COLOUR, B_COLOUR = "#4c72b0", "#dd8452"
+BETTER, WORSE, TIE = "#0a7d22", "#b3261e", "#888888"
+
+
+def plots_unavailable() -> str | None:
+    """None when matplotlib can be imported, else the reason (for the report)."""
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError as exc:
+        return f"matplotlib is not installed ({exc}); install it with pip install 'daefr[experiments]'"
+    return None
+
+
+def _figure(width: float, height: float) -> Any:
+    from matplotlib.figure import Figure
+
+    return Figure(figsize=(width, height), dpi=100, layout="constrained")
+
+
+def _png_uri(fig: Any) -> str:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", metadata={"Software": None})
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def _finite(values: Sequence[float | None]) -> list[float]:
+    return [float(v) for v in values if v is not None and math.isfinite(v)]
+
+
+def _left_out(values: Sequence[float | None]) -> str:
+    dropped = sum(1 for v in values if v is not None and not math.isnan(v) and math.isinf(v))
+    return f", {dropped} infinite not shown" if dropped else ""
+
+
+def histogram_uri(values: Sequence[float | None], label: str) -> str | None:
+    """Histogram of one run's per-image values of a metric, with its mean; None without finite values."""
+    finite = _finite(values)
+    if not finite:
+        return None
+    fig = _figure(4.2, 2.8)
+    ax = fig.add_subplot()
+    ax.hist(finite, bins=min(30, max(5, len(finite) // 3)), color=A_COLOUR, edgecolor="white")
+    mean = math.fsum(finite) / len(finite)
+    ax.axvline(mean, color="black", linestyle="--", linewidth=1, label=f"mean {mean:.4g}")
+    ax.set_xlabel(label)
+    ax.set_ylabel("images")
+    ax.set_title(f"{label}: {len(finite)} images{_left_out(values)}", fontsize=10)
+    ax.legend(fontsize=8)
+    return _png_uri(fig)
+
+
+def comparison_uri(a: Sequence[float | None], b: Sequence[float | None], label: str,
+                   higher_is_better: bool) -> str | None:
+    """Overlaid A/B histograms and an A-vs-B scatter (y = x line; green = B better) of paired values."""
+    pairs = [(x, y) for x, y in zip(a, b, strict=True)
+             if x is not None and y is not None and math.isfinite(x) and math.isfinite(y)]
+    if not pairs:
+        return None
+    xs, ys = [p[0] for p in pairs], [p[1] for p in pairs]
+    fig = _figure(8.4, 3.3)
+    hist, scatter = fig.subplots(1, 2)
+    lo, hi = min(xs + ys), max(xs + ys)
+    span = (hi - lo) or max(abs(hi), 1.0) * 0.05
+    bins = [lo + span * i / 20 for i in range(21)] if hi > lo else 10
+    hist.hist(xs, bins=bins, alpha=0.6, color=A_COLOUR, label="A")
+    hist.hist(ys, bins=bins, alpha=0.6, color=B_COLOUR, label="B")
+    hist.set_xlabel(label)
+    hist.set_ylabel("images")
+    hist.legend(fontsize=8)
+    hist.set_title(f"{label} per image{_left_out(list(a) + list(b))}", fontsize=10)
+    colours = [TIE if y == x else (BETTER if (y > x) == higher_is_better else WORSE) for x, y in pairs]
+    scatter.scatter(xs, ys, c=colours, s=14, edgecolors="none")
+    pad = span * 0.05
+    scatter.plot([lo - pad, hi + pad], [lo - pad, hi + pad], color="black", linewidth=0.8, linestyle="--")
+    scatter.set_xlim(lo - pad, hi + pad)
+    scatter.set_ylim(lo - pad, hi + pad)
+    scatter.set_aspect("equal", adjustable="box")
+    scatter.set_xlabel(f"A {label}")
+    scatter.set_ylabel(f"B {label}")
+    better = sum(c == BETTER for c in colours)
+    scatter.set_title(f"B better on {better} of {len(pairs)} (green)", fontsize=10)
+    return _png_uri(fig)
