@@ -1,4 +1,4 @@
-"""``daefr restore INPUT... -o OUT --weights FILE``: restore faces in photos or aligned face crops.
+"""``daefr restore INPUT... -o OUT [--weights SPEC]``: restore faces in photos or aligned face crops.
 
 Outputs (names keep the input's stem; nothing is ever overwritten: when ``OUT`` already holds a name,
 or two inputs share a stem, the input gets the first free ``stem_1``, ``stem_2``, ... for all of its files):
@@ -42,8 +42,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders or glob patterns "
                         "(quote patterns); video files (.mp4, ...) are restored frame by frame")
     parser.add_argument("-o", "--output", required=True, help="output folder (created if needed)")
-    parser.add_argument("-w", "--weights", required=True,
-                        help="restorer weights: a daefr .safetensors export or the official DAEFR_model.ckpt")
+    parser.add_argument("-w", "--weights", default="daefr",
+                        help="restorer weights: a daefr .safetensors export, the official DAEFR_model.ckpt, a name "
+                             "from `daefr weights list` or an hf:// URI (default: daefr, the released model, "
+                             "downloaded on first use)")
     parser.add_argument("--arch", default=None,
                         help="architecture of an official checkpoint (default: read off its shapes): full, tiny, "
                              "a JSON object of keywords such as '{\"ch\": 64}' or a .json/.yaml file")

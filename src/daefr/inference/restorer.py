@@ -198,7 +198,9 @@ class Restorer:
         intra-op threads and session overrides (onnx backend only); ``kwargs`` go to :class:`Restorer`.
         """
         from daefr.inference.backends import load_network
+        from daefr.utils.weights import resolve_weights_spec
 
+        path = resolve_weights_spec(path, "restorer weights")  # a file, a name (daefr), hf:// or a URL
         options = {"preset": arch} if isinstance(arch, str) else dict(arch or {})
         network = load_network(path, backend=backend, fast=fast, precision=precision, arch=options,
                                threads=threads, onnx_options=onnx_options)

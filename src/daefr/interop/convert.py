@@ -157,7 +157,9 @@ def convert_official(src: str | Path, dst: str | Path, *, kind: str = "auto",
     dst = Path(dst)
     if dst.exists() and not overwrite:
         raise ConfigError(f"{dst} already exists; pass --force to replace it")
-    sd = read_official_checkpoint(src)
+    from daefr.utils.weights import resolve_weights_spec
+
+    sd = read_official_checkpoint(resolve_weights_spec(src, "official checkpoint"))
     found = detect_kind(sd)
     if kind != "auto" and kind != found:
         raise CheckpointError(f"{src}: --kind {kind} was given but the file is a {found} checkpoint")

@@ -101,6 +101,9 @@ def _check_file(path: Path) -> None:
         raise CheckpointError(f"{path}: checkpoint file not found")
     if path.is_dir():
         raise CheckpointError(f"{path}: is a directory, not a checkpoint file")
+    from daefr.utils.hub import require_regular_file
+
+    require_regular_file(path, "checkpoint")  # a FIFO or device would block or never end
     try:
         size = path.stat().st_size
         with path.open("rb") as handle:

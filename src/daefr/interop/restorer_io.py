@@ -36,8 +36,8 @@ STRICT_SLACK_BYTES = 1 << 20
 #: Non-strict loads may initialise missing weights: the model may take this many times the file size.
 LOOSE_FACTOR = 4
 _DOWNLOAD_HINT = (
-    "download DAEFR_model.ckpt from the official DAEFR release (github.com/LIAGM/DAEFR, 'pretrained models') "
-    "or convert it with `daefr convert`, and pass its path"
+    "use the released model by name (`--weights daefr`; `daefr weights download daefr` fetches it ahead), or "
+    "download DAEFR_model.ckpt from the official DAEFR release (github.com/LIAGM/DAEFR) and pass its path"
 )
 
 
@@ -215,8 +215,16 @@ def load_restorer(path: str | Path, *, fast: bool = False, device: str | torch.d
     Our files carry their architecture (``arch`` keywords override single values). Official files use
     ``preset``/``arch`` when given, else the architecture read off their shapes (released file: the
     official full size). ``fast`` switches on the fast path; ``device`` moves the model. Eval mode.
+    ``path`` is a weights spec: a file, a name (``daefr``), an ``hf://`` URI or a URL (see docs/weights.md).
     """
-    path = Path(path)
+    from daefr.utils.weights import resolve_weights_spec
+
+    try:
+        path = resolve_weights_spec(path, "restorer weights")
+    except WeightsNotFoundError as exc:
+        if "daefr weights download" in str(exc):
+            raise
+        raise WeightsNotFoundError(f"{exc}; {_DOWNLOAD_HINT}") from None
     if not path.is_file():
         raise WeightsNotFoundError(f"restorer weights not found: {path}; {_DOWNLOAD_HINT}")
     meta = read_restorer_metadata(path)
