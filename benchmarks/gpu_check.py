@@ -111,14 +111,14 @@ def _render_tests(rows: list[dict[str, Any]]) -> list[str]:
 
 def _render_train(rows: list[dict[str, Any]]) -> list[str]:
     kind = next((r["peak_kind"] for r in rows if r.get("peak_kind")), "max_memory_allocated")
-    lines = [f"| stage | batch | result | s/step | images/s | peak MB ({kind}) |",
-             "| --- | ---: | --- | ---: | ---: | ---: |"]
+    lines = [f"| stage | precision | batch | result | s/step | images/s | peak MB ({kind}) |",
+             "| --- | --- | ---: | --- | ---: | ---: | ---: |"]
     for r in rows:
+        head = f"| {r['stage']} | {r.get('precision', '')} | {r['batch']} "
         if r.get("error"):
-            lines.append(f"| {r['stage']} | {r['batch']} | {r['error']} | | | |")
+            lines.append(head + f"| {r['error']} | | | |")
         else:
-            lines.append(f"| {r['stage']} | {r['batch']} | fits | {r['step_s']:.3f} | {r['images_per_s']:.1f} "
-                         f"| {r['peak_mb']:.0f} |")
+            lines.append(head + f"| fits | {r['step_s']:.3f} | {r['images_per_s']:.1f} | {r['peak_mb']:.0f} |")
     return lines + [""]
 
 
@@ -231,7 +231,7 @@ def part_train(rec: Recorder, budget: Budget, args: argparse.Namespace) -> None:
             return measure(cfg)
 
         def record(row: dict[str, Any], _stage: str = stage) -> None:
-            rec.add("train", {"stage": _stage, **row})
+            rec.add("train", {"stage": _stage, "precision": args.precision, **row})
 
         try:
             best = largest_batch(attempt, args.max_batch, budget, record)
@@ -240,6 +240,15 @@ def part_train(rec: Recorder, budget: Budget, args: argparse.Namespace) -> None:
             continue
         rec.note("train", f"{stage}: largest batch that fits {best}" +
                  (f" (cap {args.max_batch})" if best == args.max_batch else ""))
+    for stage in args.stages if args.fp16_step else []:  # 16-mixed (GradScaler) for GPUs without bf16
+        budget.check()
+        cfg = {"stage": stage, "arch": args.arch, "batch": 1, "steps": 1, "warmup": 1, "precision": "16-mixed",
+               "device": args.device, "options": ["base"], "cache": str(args.cache)}
+        try:
+            rec.add("train", {"stage": stage, **measure(cfg)})
+        except Exception as exc:
+            rec.add("train", {"stage": stage, "batch": 1, "precision": "16-mixed",
+                              "error": f"failed: {type(exc).__name__}: {str(exc).splitlines()[0][:80] if str(exc) else ''}"})
 
 
 def _restorer(arch: str, device: str) -> Any:
@@ -323,7 +332,8 @@ FIXED_DATA = json.dumps({"class_path": "daefr.testing.stages.FixedBatchDataModul
 def _fit_cmd(stage: str, args: argparse.Namespace) -> list[str]:
     accel = "gpu" if args.device.startswith("cuda") else "cpu"
     return [sys.executable, "-m", "daefr", "fit", "--config", str(ROOT / "configs" / "tiny" / f"{stage}.yaml"),
-            "--trainer.accelerator", accel, "--trainer.devices", "1", "--trainer.strategy", "ddp",
+            "--trainer.accelerator", accel, "--trainer.devices", "1",
+            "--trainer.strategy", "ddp_find_unused_parameters_true",  # GAN stages: generator/discriminator steps
             "--trainer.max_steps", str(args.ddp_steps), "--trainer.val_check_interval", str(args.ddp_steps),
             "--data", FIXED_DATA]
 
@@ -466,6 +476,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     # full size on the GPU; tiny layouts in CPU dry runs
     args.arch, args.restore_arch = ("tiny", "tiny") if dry else ("full", "full")
     args.precision = "bf16-mixed"
+    args.fp16_step = not dry  # Lightning runs 16-mixed on CUDA only
     args.restore_batches = [1, 2] if dry else [1, 16]
     args.degrade_batch, args.degrade_size = (2, 64) if dry else (16, 512)
     args.presets = ["daefr_small"] if dry else ["daefr_small", "daefr_large"]
