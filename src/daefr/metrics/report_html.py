@@ -26,7 +26,7 @@ h1{font-size:22px}h2{font-size:18px;margin-top:28px}
 table{border-collapse:collapse;margin:8px 0;font-size:13px}
 th,td{border:1px solid #ccc;padding:4px 8px;text-align:right}th{background:#f0f0f0}
 td:first-child,th:first-child{text-align:left}
-table.kv td{text-align:left;vertical-align:top}table.kv code{white-space:pre-wrap;word-break:break-all}
+table.kv td,table.kv th{text-align:left;vertical-align:top}.wide{overflow-x:auto}table.kv code{white-space:pre-wrap;word-break:break-all}
 table.sortable th{cursor:pointer;user-select:none}table.sortable th:after{content:" \\2195";color:#999}
 .better{color:#0a7d22}.worse{color:#b3261e}.note{color:#666;font-size:12px}
 .strip{display:flex;gap:6px;align-items:flex-start;margin:6px 0 4px}.example{margin-bottom:14px}.example p.params{margin:0}
@@ -34,7 +34,8 @@ table.sortable th{cursor:pointer;user-select:none}table.sortable th:after{conten
 .strip figcaption b{display:block;font-size:13px}
 .plots{display:flex;flex-wrap:wrap;gap:10px}.plots img{border:1px solid #eee;max-width:100%}
 .thumbs{display:flex;flex-wrap:wrap;gap:6px}.thumbs a{color:inherit;text-decoration:none}
-.thumbs figure{margin:0;text-align:center;font-size:11px;width:""" + str(2 * THUMB_HEIGHT + 8) + """px}
+.thumbs figure{margin:0;text-align:center;font-size:11px;width:""" + str(THUMB_HEIGHT + 32) + """px}
+.thumbs figure.two{width:""" + str(2 * THUMB_HEIGHT + 8) + """px}
 .thumbs img{height:""" + str(THUMB_HEIGHT) + """px;width:auto}.thumbs .pair{display:flex;gap:2px;justify-content:center}
 .thumbs figcaption{overflow:hidden;text-overflow:ellipsis;white-space:nowrap}
 tr:target{background:#fff6c8}
@@ -174,7 +175,8 @@ def thumbnail(path: str | None, alt: str) -> str:
 
 def thumb_figure(anchor: str, images: str, caption: str, tooltip: str) -> str:
     """One cell of the thumbnail grid, linking to the image's row of the per-image table."""
-    return (f'<a href="#{anchor}" title="{html.escape(tooltip)}"><figure class="thumb"><div class="pair">{images}</div>'
+    klass = "thumb two" if images.count("<img") > 1 else "thumb"
+    return (f'<a href="#{anchor}" title="{html.escape(tooltip)}"><figure class="{klass}"><div class="pair">{images}</div>'
             f"<figcaption>{caption}</figcaption></figure></a>")
 
 
@@ -229,5 +231,5 @@ def params_table(names: Sequence[str], records: Mapping[str, Mapping[str, Any]],
         cells += [cell(values.get(name)) for _h, values in extra]
         link = f'<a href="#{anchors[name]}">{html.escape(name)}</a>' if name in anchors else html.escape(name)
         rows.append(f'<tr><td data-v="{html.escape(name)}">{link}</td>{"".join(cells)}</tr>')
-    return ('<table class="sortable" id="params"><thead><tr><th>name</th>' + head + "</tr></thead><tbody>"
-            + "".join(rows) + "</tbody></table>")
+    return ('<div class="wide"><table class="sortable" id="params"><thead><tr><th>name</th>' + head
+            + "</tr></thead><tbody>" + "".join(rows) + "</tbody></table></div>")

@@ -38,6 +38,16 @@ def _png_uri(fig: Any) -> str:
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
 
 
+def _integer_counts(ax: Any) -> None:
+    from matplotlib.ticker import MaxNLocator
+
+    ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+
+
+def _bins(count: int) -> int:
+    return min(30, max(5, count // 3))
+
+
 def _finite(values: Sequence[float | None]) -> list[float]:
     return [float(v) for v in values if v is not None and math.isfinite(v)]
 
@@ -52,11 +62,13 @@ def histogram_uri(values: Sequence[float | None], label: str) -> str | None:
     finite = _finite(values)
     if not finite:
         return None
-    fig = _figure(4.2, 2.8)
+    fig = _figure(3.8, 2.7)
     ax = fig.add_subplot()
-    ax.hist(finite, bins=min(30, max(5, len(finite) // 3)), color=A_COLOUR, edgecolor="white")
+    ax.hist(finite, bins=_bins(len(finite)), color=A_COLOUR, edgecolor="white")
+    _integer_counts(ax)
     mean = math.fsum(finite) / len(finite)
-    ax.axvline(mean, color="black", linestyle="--", linewidth=1, label=f"mean {mean:.4g}")
+    shown = " (of shown)" if len(finite) < sum(v is not None and not math.isnan(v) for v in values) else ""
+    ax.axvline(mean, color="black", linestyle="--", linewidth=1, label=f"mean{shown} {mean:.4g}")
     ax.set_xlabel(label)
     ax.set_ylabel("images")
     ax.set_title(f"{label}: {len(finite)} images{_left_out(values)}", fontsize=10)
@@ -76,15 +88,17 @@ def comparison_uri(a: Sequence[float | None], b: Sequence[float | None], label: 
     hist, scatter = fig.subplots(1, 2)
     lo, hi = min(xs + ys), max(xs + ys)
     span = (hi - lo) or max(abs(hi), 1.0) * 0.05
-    bins = [lo + span * i / 20 for i in range(21)] if hi > lo else 10
-    hist.hist(xs, bins=bins, alpha=0.6, color=A_COLOUR, label="A")
-    hist.hist(ys, bins=bins, alpha=0.6, color=B_COLOUR, label="B")
+    count = _bins(len(pairs))
+    bins: Any = [lo + span * i / count for i in range(count + 1)] if hi > lo else count
+    hist.hist(xs, bins=bins, histtype="step", linewidth=1.8, color=A_COLOUR, label="A")
+    hist.hist(ys, bins=bins, histtype="step", linewidth=1.8, linestyle="--", color=B_COLOUR, label="B")
+    _integer_counts(hist)
     hist.set_xlabel(label)
     hist.set_ylabel("images")
     hist.legend(fontsize=8)
     hist.set_title(f"{label} per image{_left_out(list(a) + list(b))}", fontsize=10)
     colours = [TIE if y == x else (BETTER if (y > x) == higher_is_better else WORSE) for x, y in pairs]
-    scatter.scatter(xs, ys, c=colours, s=14, edgecolors="none")
+    scatter.scatter(xs, ys, c=colours, s=18, edgecolors="none")
     pad = span * 0.05
     scatter.plot([lo - pad, hi + pad], [lo - pad, hi + pad], color="black", linewidth=0.8, linestyle="--")
     scatter.set_xlim(lo - pad, hi + pad)
@@ -93,5 +107,5 @@ def comparison_uri(a: Sequence[float | None], b: Sequence[float | None], label: 
     scatter.set_xlabel(f"A {label}")
     scatter.set_ylabel(f"B {label}")
     better = sum(c == BETTER for c in colours)
-    scatter.set_title(f"B better on {better} of {len(pairs)} (green)", fontsize=10)
+    scatter.set_title(f"B better on {better} of {len(pairs)} shown (green)", fontsize=10)
     return _png_uri(fig)
