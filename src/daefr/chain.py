@@ -186,12 +186,12 @@ def stage_config(chain: Chain, stage: ChainStage) -> DictConfig:
         raise ConfigError(f"{stage.config}: cannot read stage config ({exc})") from None
     if not isinstance(config, DictConfig):
         raise ConfigError(f"{stage.config}: a stage config must be a mapping")
-    if chain.seed is not None:
+    for key, value in {**chain.overrides, **stage.overrides}.items():
+        _set(config, key, value)
+    if chain.seed is not None:  # after the overrides, which may replace `data` wholesale
         _set(config, "seed_everything", chain.seed)
         if OmegaConf.select(config, "data.init_args.seed") is not None:
             _set(config, "data.init_args.seed", chain.seed)
-    for key, value in {**chain.overrides, **stage.overrides}.items():
-        _set(config, key, value)
     _route_outputs(config, chain, stage)
     for key, source in stage.inputs.items():
         _set(config, key, str(chain.final_checkpoint(source)))
