@@ -205,7 +205,7 @@ class _ShardFile:
         self.final = out_dir / name
         self._writer = atomic_open(self.final, "wb")
         self.handle = self._writer.__enter__()
-        # mtime must be an int: a float mtime makes tarfile add a PAX header to every member
+        # mtime must be an int: a float mtime gets a PAX header in front of every member
         self.tar = TarWriter(self.handle, user="", group="", mode=0o644, mtime=0, encoder=False,
                              format="PAX_FORMAT")
         self.count = 0
