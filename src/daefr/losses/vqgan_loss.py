@@ -32,6 +32,8 @@ from daefr.errors import ConfigError, WeightsNotFoundError
 from daefr.registry import REGISTRY
 
 DEFAULT_DISCRIMINATOR: dict[str, Any] = {"name": "patchgan"}
+DEFAULT_PERCEPTUAL = "lpips"
+"""Perceptual loss of a ``{name: vqgan}`` loss unless ``perceptual_weight: 0`` (the paper trains with LPIPS)."""
 
 
 def hinge_d_loss(logits_real: torch.Tensor, logits_fake: torch.Tensor) -> torch.Tensor:
@@ -63,9 +65,11 @@ class VQGANLoss(nn.Module):
         disc_factor: value of the GAN factor once active.
         codebook_weight: factor on the quantizer loss.
         pixel_weight: factor on the pixel loss.
-        perceptual_weight: factor on LPIPS; 0 disables it (no weights file needed).
-        perceptual: ``losses`` spec of the perceptual loss (default ``{name: lpips}``) or ``None`` to disable;
-            its weight files must exist (a missing one raises ``WeightsNotFoundError`` naming it).
+        perceptual_weight: factor on LPIPS (default 1.0: on, as in the paper); 0 disables it (no weights
+            file needed then).
+        perceptual: ``losses`` spec of the perceptual loss (default ``"lpips"``, i.e. ``{name: lpips}`` with
+            its weight files looked up as every other weight file) or ``None`` to disable; a missing weight
+            file raises ``WeightsNotFoundError`` naming it and ``perceptual_weight: 0``.
         pixel_loss: ``losses`` spec replacing the L1 pixel loss (e.g. ``{name: charbonnier}``); None = L1.
         discriminator: ``discriminators`` spec (default ``{name: patchgan}``).
         disc_loss: ``hinge`` (official) or ``vanilla``.
@@ -82,7 +86,7 @@ class VQGANLoss(nn.Module):
         codebook_weight: float = 1.0,
         pixel_weight: float = 1.0,
         perceptual_weight: float = 1.0,
-        perceptual: Mapping[str, Any] | str | None = None,
+        perceptual: Mapping[str, Any] | str | None = DEFAULT_PERCEPTUAL,
         pixel_loss: Mapping[str, Any] | str | None = None,
         discriminator: Mapping[str, Any] | str | None = None,
         disc_loss: Literal["hinge", "vanilla"] = "hinge",
@@ -190,14 +194,13 @@ class VQGANLoss(nn.Module):
 
 def build_perceptual(spec: Mapping[str, Any] | str | None) -> nn.Module:
     """Build the frozen perceptual loss from a ``losses`` spec; missing weight files raise a clear error."""
-    spec = {"name": "lpips"} if spec is None else spec
+    spec = DEFAULT_PERCEPTUAL if spec is None else spec
     try:
         module: nn.Module = REGISTRY.build("losses", spec)
     except FileNotFoundError as exc:
-        if isinstance(exc, WeightsNotFoundError):
-            raise
         raise WeightsNotFoundError(
-            f"perceptual loss weights file not found ({exc}); provide it or set `perceptual_weight: 0`"
+            f"perceptual loss (LPIPS, on by default with perceptual_weight 1.0): {str(exc).rstrip('.')}; provide the weights or "
+            "set `perceptual_weight: 0` in the loss spec to train without it"
         ) from exc
     module.eval()
     for param in module.parameters():
