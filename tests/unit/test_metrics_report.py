@@ -160,9 +160,12 @@ def test_provenance_defaults_and_weights(folders: tuple[Path, Path, Path], tmp_p
                  "&#x27;lq dir&#x27;", "machine", prov["date"]):
         assert text in table, text
     missing = write_run(evaluate_folders(restored, gt, None, cfg), tmp_path / "missing",
-                        provenance={"weights": str(tmp_path / "gone.ckpt")})
+                        provenance={"weights": tmp_path / "gone.ckpt", "run": {"dir": tmp_path}})
     gone = json.loads(missing["json"].read_text())["provenance"]
     assert gone["weights_sha256"] is None and "not found" in gone["weights_note"]
+    assert gone["weights"] == str(tmp_path / "gone.ckpt") and gone["run"] == {"dir": str(tmp_path)}  # Paths as text
+    write_comparison(tmp_path / "missing", tmp_path / "model", tmp_path / "cmp", provenance={"out": tmp_path})
+    assert json.loads((tmp_path / "cmp" / "compare.json").read_text())["provenance"]["out"] == str(tmp_path)
 
 
 def _testset(tmp_path: Path, broken: str | None = None) -> tuple[Path, Path, Path]:

@@ -34,7 +34,8 @@ def describe_weights(path: str | os.PathLike[str]) -> dict[str, Any]:
     """``weights`` facts: sha256 and size, plus architecture and parameter count of a daefr restorer file."""
     file = Path(path)
     if not file.is_file():
-        return {"weights": str(path), "weights_sha256": None, "weights_note": "file not found when the report was written"}
+        what = "a folder, not a file" if file.is_dir() else "file not found when the report was written"
+        return {"weights": str(path), "weights_sha256": None, "weights_note": what}
     facts: dict[str, Any] = {"weights": str(path), "weights_sha256": file_sha256(file),
                              "weights_bytes": file.stat().st_size}
     if file.suffix == ".safetensors":
@@ -74,8 +75,8 @@ def machine() -> str:
 def collect_provenance(given: Mapping[str, Any] | None = None, device: str | None = None) -> dict[str, Any]:
     """The writer's own facts, overridden by ``given``; a ``weights`` path in ``given`` is described.
 
-    ``given`` may hold any JSON-able entries (``weights``, ``architecture``, ``command``, ``model`` ...);
-    ``command`` may be a string or an argument list. ``device`` (the metrics' torch device) names the
+    ``given`` may hold any entries (``weights``, ``architecture``, ``command``, ``model`` ...; values that
+    are not JSON become strings); ``command`` may be a string or an argument list. ``device`` (the metrics' torch device) names the
     GPU when it is a CUDA device.
     """
     from daefr import __version__
@@ -102,7 +103,9 @@ def collect_provenance(given: Mapping[str, Any] | None = None, device: str | Non
     if weights is not None:
         facts.update({k: v for k, v in describe_weights(weights).items() if k not in given})
     facts.update(given)
-    return facts
+    # plain JSON values only (a Path or another object becomes its string), so every report can hold it
+    plain: dict[str, Any] = json.loads(json.dumps(facts, default=str))
+    return plain
 
 
 def ordered_items(provenance: Mapping[str, Any]) -> list[tuple[str, Any]]:
