@@ -300,6 +300,24 @@ def test_comparison_win_counts_and_plots(tmp_path: Path) -> None:
     assert "A: daefr evaluation" in prov and "cmp test" in prov and data["provenance"]["note"] == "cmp test"
 
 
+def test_comparison_of_run_folders_written_before_provenance(folders: tuple[Path, Path, Path], tmp_path: Path) -> None:
+    """Older summary.json files have no provenance/std/count: the comparison computes the std from the CSV."""
+    gt, restored, _ = folders
+    cfg = MetricsConfig(metrics=("ssim",))
+    for name, folder in (("a", restored), ("b", gt)):
+        paths = write_run(evaluate_folders(folder, gt, None, cfg), tmp_path / name)
+        data = json.loads(paths["json"].read_text())
+        for key in ("provenance", "std", "count", "testset_params"):
+            del data[key]
+        paths["json"].write_text(json.dumps(data))
+    out = write_comparison(tmp_path / "a", tmp_path / "b", tmp_path / "cmp")
+    page = out["html"].read_text()
+    assert page.count("not recorded") >= 2 * 5  # weights, command, version, date, machine of A and of B
+    _, rows = read_run(tmp_path / "a")
+    std = float(np.std([r["ssim"] for r in rows], ddof=1))
+    assert json.loads(out["json"].read_text())["summary"]["ssim"]["a_std"] == pytest.approx(std, rel=1e-9)
+
+
 def test_result_without_rows_is_rejected_cleanly(tmp_path: Path) -> None:
     empty = tmp_path / "empty"
     empty.mkdir()
