@@ -26,7 +26,7 @@ h1{font-size:22px}h2{font-size:18px;margin-top:28px}
 table{border-collapse:collapse;margin:8px 0;font-size:13px}
 th,td{border:1px solid #ccc;padding:4px 8px;text-align:right}th{background:#f0f0f0}
 td:first-child,th:first-child{text-align:left}
-table.kv td,table.kv th{text-align:left;vertical-align:top}.wide{overflow-x:auto}table.kv code{white-space:pre-wrap;word-break:break-all}
+table.kv td,table.kv th{text-align:left;vertical-align:top}.wide{overflow-x:auto}table.kv code{white-space:pre-wrap;overflow-wrap:anywhere;display:inline-block}table.kv td:first-child{white-space:nowrap}
 table.sortable th{cursor:pointer;user-select:none}table.sortable th:after{content:" \\2195";color:#999}
 .better{color:#0a7d22}.worse{color:#b3261e}.note{color:#666;font-size:12px}
 .strip{display:flex;gap:6px;align-items:flex-start;margin:6px 0 4px}.example{margin-bottom:14px}.example p.params{margin:0}
