@@ -162,3 +162,20 @@ class _no_warning:
 
     def __exit__(self, *exc: object) -> None:
         self._ctx.__exit__(*exc)
+
+
+def test_set_fast_is_the_one_reversible_switch(tiny_restorer: DAEFRRestorer, lq: torch.Tensor,
+                                               parity_out: dict[str, torch.Tensor]) -> None:
+    restorer = copy.deepcopy(tiny_restorer)
+    keys = set(restorer.state_dict())
+    restorer.set_fast(True)
+    assert any(isinstance(m, FastResnetBlock) for m in restorer.modules())
+    assert restorer.decoder.fast and restorer.lq_encoder.fast  # type: ignore[union-attr]
+    assert set(restorer.state_dict()) == keys
+    with torch.no_grad():
+        fast = restorer(lq)
+    assert 0 < (fast - parity_out["restored"]).abs().max().item() < MAX_ABS
+    restorer.set_fast(False)
+    assert not any(isinstance(m, FastResnetBlock | SubpixelUpsample) for m in restorer.modules())
+    with torch.no_grad():
+        assert torch.equal(restorer(lq), parity_out["restored"])  # back on the official numerics exactly

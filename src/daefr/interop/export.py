@@ -3,7 +3,8 @@
 Exported graph: ``lq (B, 3, S, S) float32 in [-1, 1]`` -> ``restored (B, 3, S, S) float32`` (unclamped)
 and ``indices (B, T) int64`` (the top-1 HQ codebook codes, T = (S / 32)^2 = 256 for the released model).
 ``batch=None`` exports a dynamic batch dimension, an int fixes it. ``fast`` exports the fast-path graph
-(fused blocks, sub-pixel upsampling, argmax; :mod:`daefr.models.inference_options`), else the parity graph.
+(``DAEFRRestorer.set_fast``: fused blocks, sub-pixel upsampling, argmax), else the parity graph; both
+are the restorer's one forward (``forward_intermediates``).
 
 Op notes (what needed care to export):
 
@@ -59,30 +60,14 @@ class ExportableRestorer(nn.Module):
 
     def forward(self, lq: Tensor) -> tuple[Tensor, Tensor]:
         """(B, 3, S, S) in [-1, 1] -> restored (B, 3, S, S), indices (B, T) int64."""
-        r = cast(Any, self.restorer)
-        if self.fast:
-            from daefr.models.inference_options import _lean_encode
-
-            lq_feat = r.lq_quant_conv(_lean_encode(r.lq_encoder, lq))
-            hq_feat = r.hq_quant_conv(_lean_encode(r.hq_encoder, lq))
-        else:
-            lq_feat, hq_feat = r.encode(lq)
-        fused = r.fusion(lq_feat, hq_feat)
-        indices = r.top1(r.predictor(fused))
-        restored = r.decode_indices(indices, (int(fused.shape[2]), int(fused.shape[3])), fused)
-        return restored, indices
+        details = cast(Any, self.restorer).forward_intermediates(lq)
+        return details["restored"], details["indices"]
 
 
 def _prepare(restorer: nn.Module, fast: bool, *, in_place: bool = False) -> ExportableRestorer:
     """A converted deep copy (the caller's restorer is left as it is), or ``restorer`` itself converted."""
     model = (restorer if in_place else copy.deepcopy(restorer)).eval()
-    if fast:
-        from daefr.nn.fast_blocks import fuse_vqgan_blocks
-
-        getattr(model, "set_fast")(True)  # noqa: B009
-        fuse_vqgan_blocks(model)
-    else:
-        getattr(model, "set_fast")(False)  # noqa: B009
+    getattr(model, "set_fast")(fast)  # noqa: B009 - the restorer's one fast-path switch
     for p in model.parameters():
         p.requires_grad_(False)
     return ExportableRestorer(model, fast=fast).eval()

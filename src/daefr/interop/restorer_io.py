@@ -5,7 +5,7 @@ Public API (names kept stable for other tools):
 * :func:`restorer_from_official` -- official-layout final-stage state dict -> :class:`DAEFRRestorer`;
 * :func:`load_restorer` (also ``daefr.load_restorer``) -- our safetensors export or an official
   ``DAEFR_model.ckpt`` -> restorer in eval mode;
-* :func:`save_restorer` -- same as ``DAEFRRestorer.save``;
+* :func:`save_restorer` -- restorer -> safetensors file with its architecture (``DAEFRRestorer.save`` calls it);
 * :func:`infer_official_arch` -- architecture keywords read off an official state dict's shapes.
 """
 
@@ -24,7 +24,7 @@ from torch import Tensor
 from daefr.errors import CheckpointError, ConfigError, UnsafeFileError, WeightsNotFoundError
 from daefr.interop.keymap_daefr import is_daefr_final_state_dict, load_official_into_restorer
 from daefr.interop.official_reader import read_official_checkpoint
-from daefr.models.restorer import FORMAT_NAME, DAEFRRestorer, restorer_arch
+from daefr.models.restorer import DAEFRRestorer, restorer_arch
 from daefr.registry import check_file_spec, reading_file
 
 __all__ = ["infer_official_arch", "infer_vqgan_arch", "load_restorer", "read_restorer_metadata", "restorer_from_official",
@@ -35,6 +35,9 @@ __all__ = ["infer_official_arch", "infer_vqgan_arch", "load_restorer", "read_res
 STRICT_SLACK_BYTES = 1 << 20
 #: Non-strict loads may initialise missing weights: the model may take this many times the file size.
 LOOSE_FACTOR = 4
+#: Safetensors metadata written by :func:`save_restorer` (``arch`` holds the JSON architecture).
+FORMAT_NAME = "daefr.restorer"
+FORMAT_VERSION = "1"
 _DOWNLOAD_HINT = (
     "use the released model by name (`--weights daefr`; `daefr weights download daefr` fetches it ahead), or "
     "download DAEFR_model.ckpt from the official DAEFR release (github.com/LIAGM/DAEFR) and pass its path"
@@ -192,8 +195,23 @@ def check_finite_weights(state: Mapping[str, Tensor], where: str) -> None:
 
 
 def save_restorer(restorer: DAEFRRestorer, path: str | Path, *, overwrite: bool = True) -> Path:
-    """Write ``restorer`` to a safetensors file with its architecture in the metadata (atomically)."""
-    return restorer.save(path, overwrite=overwrite)
+    """Write ``restorer``'s weights to a safetensors file (atomically) with its architecture in the metadata.
+
+    Metadata: ``format`` = ``daefr.restorer``, ``format_version``, ``daefr_version``, ``arch`` (JSON of
+    ``restorer.arch``). Read it back with :func:`load_restorer`.
+    """
+    if restorer.arch is None:
+        raise ConfigError(
+            "this restorer was assembled from modules and has no architecture record; build it with "
+            "DAEFRRestorer.from_config(...) (or set .arch to its from_config keywords) before saving"
+        )
+    from daefr import __version__
+    from daefr.utils.io import atomic_save_safetensors
+
+    tensors = {k: v.detach().to("cpu").contiguous() for k, v in restorer.state_dict().items()}
+    metadata = {"format": FORMAT_NAME, "format_version": FORMAT_VERSION, "daefr_version": __version__,
+                "arch": json.dumps(restorer.arch, sort_keys=True)}
+    return atomic_save_safetensors(tensors, path, metadata=metadata, overwrite=overwrite)
 
 
 def read_restorer_metadata(path: str | Path) -> dict[str, str] | None:

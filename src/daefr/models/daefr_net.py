@@ -113,25 +113,19 @@ class DAEFRNet(nn.Module):
         ``forward(lq)``); those losses are only diagnostic.
         """
         r = self.restorer
-        r.check_input(lq)
-        lq_feat, hq_feat = r.encode(lq)
-        fused = cast(Tensor, r.fusion(lq_feat, hq_feat))
-        logits = cast(Tensor, r.predictor(fused))
-        indices = r.top1(logits)
+        out = r.forward_intermediates(lq, decode=decode)
         with torch.no_grad():
-            lq_info = r.codebook(lq_feat)
+            lq_info = r.codebook(out["lq_feat"])
         if gt is None:
             gt_idx, quant_gt = lq_info.indices.reshape(lq.shape[0], -1), lq_info.quant
         else:
             gt_idx, quant_gt = self.compute_targets(gt)
+        logits = out["logits"]
         ce_loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), gt_idx.reshape(-1))
-        l2_loss = F.mse_loss(fused, quant_gt)
-        out = {"logits": logits, "indices": indices, "lq_feat": lq_feat, "hq_feat": hq_feat, "fused": fused,
-               "gt_idx": gt_idx, "quant_gt": quant_gt, "ce_loss": ce_loss, "l2_loss": l2_loss,
-               "loss": ce_loss + l2_weight * l2_loss, "lq_codes": lq_info.indices.reshape(lq.shape[0], -1),
-               "lq_code_perplexity": lq_info.perplexity}
-        if decode:
-            out["restored"] = r.decode_indices(indices, (fused.shape[2], fused.shape[3]), fused)
+        l2_loss = F.mse_loss(out["fused"], quant_gt)
+        out.update(gt_idx=gt_idx, quant_gt=quant_gt, ce_loss=ce_loss, l2_loss=l2_loss,
+                   loss=ce_loss + l2_weight * l2_loss, lq_codes=lq_info.indices.reshape(lq.shape[0], -1),
+                   lq_code_perplexity=lq_info.perplexity)
         return out
 
     # ----- initialisation from the earlier stages -------------------------------------------------

@@ -7,14 +7,14 @@ Usage::
     restored = net(lq)                       # (B, 3, 512, 512) in [-1, 1] -> same shape, float32
 
 The parity default (``InferenceOptions.parity()``) reproduces the official numerics: it only adds
-``torch.inference_mode`` and leaves every module as it is. The fast path (``InferenceOptions()``):
+``torch.inference_mode`` and switches the restorer's fast path off. The fast path (``InferenceOptions()``)
+is the restorer's one switch, ``DAEFRRestorer.set_fast(True)``:
 
 * fused attention (``scaled_dot_product_attention``) in every attention block and transformer layer,
-  ``argmax`` top-1 codes and direct decoding of the code rows (``DAEFRRestorer.set_fast``);
+  ``argmax`` top-1 codes and direct decoding of the code rows;
 * fused ResNet blocks (in-place SiLU and residual) and sub-pixel upsampling (four 2x2 convolutions
   instead of nearest x2 + 3x3: 2.25x fewer FLOPs there), see :mod:`daefr.nn.fast_blocks`;
-* a lean encoder pass that keeps no intermediate feature maps alive (lower peak memory) and in-place
-  final activations in the encoders and the decoder;
+* in-place final activations in the encoders and the decoder;
 * optionally channels-last memory format, ``torch.compile``, and bf16/fp16 autocast (GPU, and bf16 on
   CPUs with native support; the vector quantizer and code choice stay float32).
 
@@ -93,62 +93,6 @@ class InferenceOptions:
         return PRECISIONS[self.precision]
 
 
-def _lean_encode(encoder: nn.Module, x: Tensor) -> Tensor:
-    """Run a VQGAN :class:`~daefr.nn.vqgan.Encoder` without keeping its intermediate maps alive."""
-    from daefr.nn.vqgan import Encoder
-
-    if type(encoder) is not Encoder:  # plugin encoders run as they are
-        return cast(Tensor, encoder(x))
-    enc = cast(Any, encoder)
-    h = enc.conv_in(x)
-    for stage in enc.down:
-        h = stage.run_blocks(h)
-        if stage.downsample is not None:
-            h = stage.downsample(h)
-    if enc.mid is not None:
-        h = enc.mid.block_2(enc.mid.attn_1(enc.mid.block_1(h)))
-    h = enc.norm_out(h)
-    return cast(Tensor, enc.conv_out(torch.nn.functional.silu(h, inplace=not h.requires_grad)))
-
-
-def _lean_decode(decoder: nn.Module, z: Tensor) -> Tensor:
-    """Run a VQGAN :class:`~daefr.nn.vqgan.Decoder` with an in-place final SiLU (the full-size map)."""
-    from daefr.nn.vqgan import Decoder
-
-    if type(decoder) is not Decoder:  # plugin decoders run as they are
-        return cast(Tensor, decoder(z))
-    dec = cast(Any, decoder)
-    h = dec.conv_in(z)
-    if dec.mid is not None:
-        h = dec.mid.block_2(dec.mid.attn_1(dec.mid.block_1(h)))
-    for stage in reversed(dec.up):
-        h = stage.run_blocks(h)
-        if stage.upsample is not None:
-            h = stage.upsample(h)
-    h = dec.norm_out(h)
-    return cast(Tensor, dec.conv_out(torch.nn.functional.silu(h, inplace=not h.requires_grad)))
-
-
-class _FastGraph(nn.Module):
-    """The fast restoration graph over a converted restorer's modules: (B, 3, H, W) -> (B, 3, H, W)."""
-
-    def __init__(self, restorer: nn.Module) -> None:
-        super().__init__()
-        self.restorer = restorer
-
-    def forward(self, lq: Tensor, return_indices: bool = False) -> Any:
-        """(B, 3, H, W) in [-1, 1] -> restored (B, 3, H, W) [, top-1 codes (B, T) int64]."""
-        r = cast(Any, self.restorer)
-        lq_feat = r.lq_quant_conv(_lean_encode(r.lq_encoder, lq))
-        hq_feat = r.hq_quant_conv(_lean_encode(r.hq_encoder, lq))
-        fused = r.fusion(lq_feat, hq_feat)
-        logits = r.predictor(fused.float() if fused.dtype != torch.float32 else fused)
-        indices = r.top1(logits.float())  # code choice in float32 (argmax on the fast path)
-        quant = r.codebook.lookup(indices.reshape(indices.shape[0], fused.shape[2], fused.shape[3]))
-        restored = _lean_decode(r.decoder, r.post_quant_conv(quant))
-        return (restored, indices) if return_indices else restored
-
-
 class InferenceModel(nn.Module):
     """A restorer prepared for inference: ``forward(lq (B, 3, H, W) in [-1, 1])`` -> float32 (B, 3, H, W).
 
@@ -194,13 +138,11 @@ class InferenceModel(nn.Module):
         with mode, self._autocast(lq.device):
             x = lq.contiguous(memory_format=torch.channels_last) if self.options.channels_last else lq
             graph = cast(Any, self._graph)
-            if not with_codes:
-                y = cast(Tensor, graph(x))
-            elif self.options.fast:
-                y, indices = graph(x, True)
-            else:
+            if with_codes:
                 details = graph(x, return_details=True)
                 y, indices = details["restored"], details["indices"]
+            else:
+                y = cast(Tensor, graph(x))
         return y.float().contiguous(), indices
 
 
@@ -221,18 +163,10 @@ def optimize_for_inference(restorer: nn.Module, options: InferenceOptions | None
         if device.type == "cpu" and not cpu_supports(opts.precision):
             warnings.warn(f"this CPU has no native {opts.precision} kernels; {opts.precision} autocast will be "
                           "slow (use precision='fp32')", RuntimeWarning, stacklevel=2)
-    graph: nn.Module
-    if opts.fast:
-        from daefr.nn.fast_blocks import fuse_vqgan_blocks
-
-        set_fast = getattr(restorer, "set_fast", None)
-        if callable(set_fast):
-            set_fast(True)
-        fuse_vqgan_blocks(restorer)
-        graph = _FastGraph(restorer)
-    else:
-        graph = restorer
+    set_fast = getattr(restorer, "set_fast", None)
+    if callable(set_fast):
+        set_fast(opts.fast)  # the one switch (fused blocks, SDPA, argmax, direct decoding) or the parity path
     if opts.channels_last:
         restorer.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
-    runner: Any = torch.compile(graph, dynamic=False) if opts.compile else graph
+    runner: Any = torch.compile(restorer, dynamic=False) if opts.compile else restorer
     return InferenceModel(restorer, opts, runner)

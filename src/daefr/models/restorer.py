@@ -10,15 +10,16 @@ Submodules (our state-dict prefixes; official key of the final-stage checkpoint 
 ``predictor`` [position_emb, feat_emb, ft_layers, idx_pred_layer], ``codebook`` [vqvae.Fixed_quantize],
 ``post_quant_conv`` [vqvae.post_quant_conv], ``decoder`` [vqvae.decoder].
 
-Default numerics are the official ones (parity); ``fast=True`` switches on fused attention everywhere,
-argmax instead of softmax+topk, and decodes the code rows directly (no straight-through sum).
+Default numerics are the official ones (parity); ``fast=True`` (:meth:`DAEFRRestorer.set_fast`, the one
+switch) turns on fused attention and blocks, argmax instead of softmax+topk, and decodes the code rows
+directly (no straight-through sum). :meth:`DAEFRRestorer.forward_intermediates` is the one forward; the
+training net, the inference wrapper and the export wrapper call it.
 """
 
 from __future__ import annotations
 
 import copy
 import inspect
-import json
 import math
 from collections.abc import Mapping
 from pathlib import Path
@@ -31,10 +32,10 @@ from daefr.errors import ConfigError
 from daefr.models.presets import VQGAN_PRESETS
 from daefr.models.vqgan import ComponentSpec
 from daefr.nn.contracts import Codebook
-from daefr.nn.vqgan import set_fused_attention
+from daefr.nn.fast_blocks import set_fast as set_fast_blocks
 from daefr.registry import REGISTRY, import_object
 
-__all__ = ["FORMAT_NAME", "FORMAT_VERSION", "RESTORER_PRESETS", "DAEFRRestorer", "build_component", "restorer_arch"]
+__all__ = ["RESTORER_PRESETS", "DAEFRRestorer", "build_component", "restorer_arch"]
 
 #: Settings the official ``DAEFRModel`` class fixes (not in its ddconfig); named for our builders.
 _FIXED_BY_CLASS: dict[str, Any] = {"fusion_heads": 8, "n_layers": 9, "n_head": 8, "dim_mlp": 1024,
@@ -53,9 +54,6 @@ _ARCH_KEYS = frozenset(
 )
 # Official ddconfig training flags that do not change the graph (accepted so a ddconfig can be passed as is).
 _IGNORED_OFFICIAL = ("fix_decoder", "fix_codebook", "fix_encoder")
-#: Safetensors metadata written by :meth:`DAEFRRestorer.save` (``arch`` holds the JSON architecture).
-FORMAT_NAME = "daefr.restorer"
-FORMAT_VERSION = "1"
 
 
 def restorer_arch(arch: str | Mapping[str, Any] | None = None, **overrides: Any) -> dict[str, Any]:
@@ -171,13 +169,11 @@ class DAEFRRestorer(nn.Module):
 
     # ----- options ---------------------------------------------------------------------------
     def set_fast(self, fast: bool) -> None:
-        """Fast path on (fused attention everywhere, argmax, direct decoding) or off (official numerics)."""
+        """The one fast-path switch (reversible): fused attention and blocks, in-place activations,
+        argmax top-1 and direct decoding of the code rows (:func:`daefr.nn.fast_blocks.set_fast`); off =
+        the official numerics. Weights and state-dict keys are unchanged either way."""
         self.fast = bool(fast)
-        set_fused_attention(self, self.fast)  # encoders, decoder and the fusion's attention block
-        for module in self.modules():
-            setter = getattr(module, "set_fused", None)
-            if callable(setter) and module is not self:
-                setter(self.fast)
+        set_fast_blocks(self, self.fast)
 
     @property
     def grid(self) -> int | None:
@@ -224,21 +220,27 @@ class DAEFRRestorer(nn.Module):
         return cast(Tensor, self.decoder(self.post_quant_conv(quant)))
 
     def forward(self, lq: Tensor, return_details: bool = False) -> Any:
-        """(B, 3, H, W) in [-1, 1] -> restored (B, 3, H, W) (unclamped), or a dict with ``return_details``.
+        """(B, 3, H, W) in [-1, 1] -> restored (B, 3, H, W) (unclamped); ``return_details``: the dict of
+        :meth:`forward_intermediates` instead."""
+        details = self.forward_intermediates(lq)
+        return details if return_details else details["restored"]
 
-        The dict has ``restored``, ``logits`` (B, T, n_embed), ``indices`` (B, T) int64, ``lq_feat``,
-        ``hq_feat``, ``fused`` (B, embed_dim, h, w); T = h*w in raster order.
+    def forward_intermediates(self, lq: Tensor, *, decode: bool = True) -> dict[str, Tensor]:
+        """The restorer's one forward: (B, 3, H, W) in [-1, 1] -> its outputs by name.
+
+        ``restored`` (B, 3, H, W) unclamped (absent with ``decode=False``), ``logits`` (B, T, n_embed),
+        ``indices`` (B, T) int64, ``lq_feat``, ``hq_feat``, ``fused`` (B, embed_dim, h, w); T = h*w in
+        raster order. The code predictor and the code choice run in float32 (also under autocast).
         """
         self.check_input(lq)
         lq_feat, hq_feat = self.encode(lq)
         fused = cast(Tensor, self.fusion(lq_feat, hq_feat))
-        logits = cast(Tensor, self.predictor(fused))
-        indices = self.top1(logits)
-        restored = self.decode_indices(indices, (fused.shape[2], fused.shape[3]), fused)
-        if not return_details:
-            return restored
-        return {"restored": restored, "logits": logits, "indices": indices, "lq_feat": lq_feat,
-                "hq_feat": hq_feat, "fused": fused}
+        logits = cast(Tensor, self.predictor(fused.float() if fused.dtype != torch.float32 else fused))
+        indices = self.top1(logits.float() if logits.dtype != torch.float32 else logits)
+        out = {"logits": logits, "indices": indices, "lq_feat": lq_feat, "hq_feat": hq_feat, "fused": fused}
+        if decode:
+            out["restored"] = self.decode_indices(indices, (fused.shape[2], fused.shape[3]), fused)
+        return out
 
     def optimize_for_inference(self, options: Any = None, **changes: Any) -> nn.Module:
         """Fast inference wrapper (converts this restorer IN PLACE); see :mod:`daefr.models.inference_options`.
@@ -252,20 +254,7 @@ class DAEFRRestorer(nn.Module):
 
     # ----- files -----------------------------------------------------------------------------
     def save(self, path: str | Path, *, overwrite: bool = True) -> Path:
-        """Write the weights to a safetensors file (atomically) with the architecture in its metadata.
+        """Write this restorer to a safetensors file: see :func:`daefr.interop.restorer_io.save_restorer`."""
+        from daefr.interop.restorer_io import save_restorer  # file writing lives in interop/, beside load
 
-        Metadata: ``format`` = ``daefr.restorer``, ``format_version``, ``daefr_version``, ``arch`` (JSON
-        of :attr:`arch`). Read it back with ``daefr.load_restorer(path)``.
-        """
-        if self.arch is None:
-            raise ConfigError(
-                "this restorer was assembled from modules and has no architecture record; build it with "
-                "DAEFRRestorer.from_config(...) (or set .arch to its from_config keywords) before saving"
-            )
-        from daefr import __version__
-        from daefr.utils.io import atomic_save_safetensors
-
-        tensors = {k: v.detach().to("cpu").contiguous() for k, v in self.state_dict().items()}
-        metadata = {"format": FORMAT_NAME, "format_version": FORMAT_VERSION, "daefr_version": __version__,
-                    "arch": json.dumps(self.arch, sort_keys=True)}
-        return atomic_save_safetensors(tensors, path, metadata=metadata, overwrite=overwrite)
+        return save_restorer(self, path, overwrite=overwrite)

@@ -1,8 +1,10 @@
 """Inference-only rewrites of the VQGAN blocks: same weights and state-dict keys, fewer passes over memory.
 
-These are swapped in by :func:`fuse_vqgan_blocks` (used by the restorer's fast inference path,
-:mod:`daefr.models.inference_options`); the default blocks in :mod:`daefr.nn.blocks` keep the
-official numerics. What changes, and why it is faster on a CPU:
+:func:`set_fast` is the one switch of the fast path for any module tree (the restorer's
+``set_fast`` calls it): fused attention, fused blocks (swapped in by :func:`fuse_vqgan_blocks`,
+swapped back by :func:`unfuse_vqgan_blocks`) and in-place final activations of the VQGAN encoder and
+decoder. The default blocks in :mod:`daefr.nn.blocks` keep the official numerics. What changes, and
+why it is faster on a CPU:
 
 * :class:`FastResnetBlock`: ``F.silu`` (one fused kernel) instead of ``x * sigmoid(x)`` (three passes
   and two temporaries), computed in place, and the residual added in place. Same maths; the result
@@ -11,8 +13,7 @@ official numerics. What changes, and why it is faster on a CPU:
   real arithmetic, four 2x2 convolutions of the low-resolution map (one per output phase) whose
   kernels are sums of rows/columns of the 3x3 kernel. That is 16 instead of 36 multiply-adds per
   input-output channel pair and low-resolution pixel (2.25x fewer), and the 4x larger upsampled map
-  is never materialised. In the full-size decoder the five upsampling convolutions are about 125 of
-  the roughly 907 GFLOPs per face.
+  is never materialised.
 
 Both modules take their parameters from the block they replace (no copy), so a converted module
 shares storage with the original and its ``state_dict`` keys are unchanged. They are meant for
@@ -27,12 +28,16 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from daefr.nn.blocks import ResnetBlock, Upsample
+from daefr.nn.vqgan import Decoder, Encoder, set_fused_attention
 
-__all__ = ["FastResnetBlock", "SubpixelUpsample", "fuse_vqgan_blocks", "subpixel_kernels"]
+__all__ = ["FastResnetBlock", "SubpixelUpsample", "fuse_vqgan_blocks", "set_fast", "subpixel_kernels",
+           "unfuse_vqgan_blocks"]
 
 
 class FastResnetBlock(nn.Module):
     """Drop-in for :class:`~daefr.nn.blocks.ResnetBlock` sharing its modules: (B, C_in, H, W) -> (B, C_out, H, W)."""
+
+    source: ResnetBlock  #: the replaced parity block (shares every module; :func:`unfuse_vqgan_blocks`)
 
     def __init__(self, block: ResnetBlock) -> None:
         super().__init__()
@@ -44,6 +49,7 @@ class FastResnetBlock(nn.Module):
         self.dropout = block.dropout
         self.conv2 = block.conv2
         self.nin_shortcut = block.nin_shortcut
+        object.__setattr__(self, "source", block)  # not a submodule: its modules are registered above
 
     def forward(self, x: Tensor) -> Tensor:
         """(B, C_in, H, W) -> (B, C_out, H, W); same function as the parity block."""
@@ -78,9 +84,12 @@ class SubpixelUpsample(nn.Module):
     (B, C, H, W) -> (B, C, 2H, 2W). Uses the replaced block's ``conv`` (key ``conv.weight``/``conv.bias``).
     """
 
+    source: Upsample  #: the replaced parity block (shares ``conv``)
+
     def __init__(self, block: Upsample) -> None:
         super().__init__()
         self.conv = block.conv
+        object.__setattr__(self, "source", block)  # not a submodule: ``conv`` is registered above
 
     def forward(self, x: Tensor) -> Tensor:
         """(B, C, H, W) -> (B, C, 2H, 2W); equals ``conv(interpolate(x, 2, nearest))`` up to rounding."""
@@ -127,3 +136,33 @@ def fuse_vqgan_blocks(module: nn.Module) -> dict[str, int]:
                 setattr(parent, name, SubpixelUpsample(child))
                 counts["upsamples"] += 1
     return counts
+
+
+def unfuse_vqgan_blocks(module: nn.Module) -> int:
+    """Put back, in place, the parity block behind every fast block inside ``module``; returns the count."""
+    count = 0
+    for parent in list(module.modules()):
+        for name, child in list(parent.named_children()):
+            if isinstance(child, FastResnetBlock | SubpixelUpsample):
+                setattr(parent, name, child.source)
+                count += 1
+    return count
+
+
+def set_fast(module: nn.Module, enabled: bool) -> None:
+    """The fast-path switch for every block inside ``module`` (reversible; weights and keys unchanged).
+
+    On: fused attention (SDPA) in every attention block and in components with ``set_fused``, fused
+    ResnetBlocks and sub-pixel upsampling, in-place final activations. Off: the official numerics.
+    """
+    set_fused_attention(module, enabled)
+    for sub in module.modules():
+        setter = getattr(sub, "set_fused", None)
+        if callable(setter) and sub is not module:
+            setter(enabled)
+        if isinstance(sub, Encoder | Decoder):
+            sub.fast = enabled
+    if enabled:
+        fuse_vqgan_blocks(module)
+    else:
+        unfuse_vqgan_blocks(module)

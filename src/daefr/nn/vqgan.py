@@ -23,6 +23,7 @@ from collections.abc import Sequence
 from typing import cast
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
@@ -41,6 +42,11 @@ def _check_layout(ch: int, ch_mult: Sequence[int], num_res_blocks: int, resoluti
     if resolution % 2 ** (len(mult) - 1):
         raise ValueError(f"resolution {resolution} is not divisible by 2**{len(mult) - 1} (ch_mult has {len(mult)} levels)")
     return mult
+
+
+def _activate_out(h: Tensor, fast: bool) -> Tensor:
+    """The final activation: official ``swish``, or (fast) one in-place ``silu`` on the full-size map."""
+    return F.silu(h, inplace=not h.requires_grad) if fast else swish(h)
 
 
 def _call(module: nn.Module, h: Tensor, checkpointed: bool) -> Tensor:
@@ -99,10 +105,12 @@ class Encoder(nn.Module):
     to ``resolution``) is in ``attn_resolutions``; ``enable_mid`` adds the bottleneck ``mid`` blocks;
     ``head_size`` is the number of attention heads (official name); ``double_z`` doubles the output
     channels (official option, unused by DAEFR); ``fused_attention`` switches every attention block
-    to the fused SDPA path. Set ``checkpointing = True`` for activation checkpointing (module doc).
+    to the fused SDPA path. Set ``checkpointing = True`` for activation checkpointing (module doc);
+    ``fast = True`` (set by :func:`daefr.nn.fast_blocks.set_fast`) makes the final activation in place.
     """
 
     checkpointing: bool = False
+    fast: bool = False
 
     def __init__(
         self,
@@ -154,35 +162,42 @@ class Encoder(nn.Module):
         ``mid.block_2``), ``out`` (final output, (B, z_channels, h, w)).
         """
         feats: dict[str, Tensor] = {}
+        feats["out"] = self._run(x, feats)
+        return feats
+
+    def forward(self, x: Tensor) -> Tensor:
+        """(B, 3, H, W) in [-1, 1] -> (B, z_channels, H/f, W/f); keeps no intermediate map alive."""
+        return self._run(x, None)
+
+    def _run(self, x: Tensor, feats: dict[str, Tensor] | None) -> Tensor:
+        """The one encoder pass; records the official intermediate maps into ``feats`` when given."""
+        record = feats.__setitem__ if feats is not None else (lambda name, value: None)
         h = self.conv_in(x)
-        feats["in"] = h
+        record("in", h)
         ckpt = self.checkpointing and self.training
         for level, stage in enumerate(cast(list[_Level], self.down)):
             h = stage.run_blocks(h, ckpt)
             if stage.downsample is not None:
-                feats[f"block_{level}"] = h
+                record(f"block_{level}", h)
                 h = stage.downsample(h)
         if self.mid is not None:
             h = self.mid.run_first(h, ckpt)
-            feats[f"block_{self.num_levels - 1}_atten"] = h
+            record(f"block_{self.num_levels - 1}_atten", h)
             h = self.mid.run_second(h, ckpt)
-            feats["mid_atten"] = h
-        feats["out"] = self.conv_out(swish(self.norm_out(h)))
-        return feats
-
-    def forward(self, x: Tensor) -> Tensor:
-        """(B, 3, H, W) in [-1, 1] -> (B, z_channels, H/f, W/f)."""
-        return self.forward_features(x)["out"]
+            record("mid_atten", h)
+        return cast(Tensor, self.conv_out(_activate_out(self.norm_out(h), self.fast)))
 
 
 class Decoder(nn.Module):
     """VQGAN decoder: (B, z_channels, h, w) -> (B, out_ch, h*2^(L-1), w*2^(L-1)), nominally [-1, 1].
 
     Mirror of :class:`Encoder` with ``num_res_blocks + 1`` ResnetBlocks per level; the output is not
-    clamped (the official decoder has no final tanh). ``checkpointing = True``: see the module doc.
+    clamped (the official decoder has no final tanh). ``checkpointing = True``: see the module doc;
+    ``fast = True``: the final activation runs in place (as in :class:`Encoder`).
     """
 
     checkpointing: bool = False
+    fast: bool = False
 
     def __init__(
         self,
@@ -240,7 +255,7 @@ class Decoder(nn.Module):
             h = stage.run_blocks(h, ckpt)
             if stage.upsample is not None:
                 h = stage.upsample(h)
-        return self.conv_out(swish(self.norm_out(h)))
+        return cast(Tensor, self.conv_out(_activate_out(self.norm_out(h), self.fast)))
 
 
 def set_fused_attention(module: nn.Module, enabled: bool) -> int:
