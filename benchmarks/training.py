@@ -309,7 +309,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "daefr-bench-training")
-    parser.add_argument("--from-log", type=Path, help="make the tables from a JSON-lines log of an earlier run")
+    parser.add_argument("--from-log", type=Path, nargs="+", help="make the tables from JSON-lines logs of earlier "
+                        "runs (several logs: their rows in order, the first start load, the last end load)")
     parser.add_argument("--write", action="store_true", help="replace the Training section of RESULTS.md")
     args = parser.parse_args()
     if args.worker:
@@ -323,10 +324,13 @@ def main() -> None:
     meta = {"machine": f"{cpu_model()}, {os.cpu_count()} visible cores, {args.threads} torch threads, "
                        f"device {args.device}", "load_start": load_text()}
     if args.from_log:
-        entries = [json.loads(line) for line in args.from_log.read_text().splitlines() if line.strip()]
-        meta.update({k: v for e in entries if e.get("meta") for k, v in e["meta"].items()})
+        entries = [json.loads(line) for log in args.from_log for line in log.read_text().splitlines() if line.strip()]
+        metas = [e["meta"] for e in entries if e.get("meta")]
         rows = [e for e in entries if not e.get("meta")]
-        command = meta.get("command", "benchmarks/training.py")
+        if metas:
+            meta.update(machine=metas[0]["machine"], load_start=metas[0]["load_start"],
+                        load_end=metas[-1].get("load_end", "not recorded"))
+        command = "`; `".join(m["command"] for m in metas if m.get("command")) or "benchmarks/training.py"
     else:
         log = args.cache / f"training-{time.strftime('%Y%m%d-%H%M%S')}.jsonl"
         command = ".venv/bin/python benchmarks/training.py " + " ".join(a for a in sys.argv[1:] if a != "--write")
