@@ -30,7 +30,6 @@ from __future__ import annotations
 import csv
 import json
 import math
-import shutil
 import statistics
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
@@ -41,24 +40,9 @@ import yaml
 
 from daefr.chain import ChainError, load_chain, parse_overrides, reuse_stages, run_chain, shared_prefix
 from daefr.errors import ConfigError
+from daefr.heldout import HeldOut, build_heldout, find_images, restore_folder, score
 
 WANDB_LOGGER = "lightning.pytorch.loggers.WandbLogger"
-
-
-@dataclass(frozen=True)
-class HeldOut:
-    """The held-out evaluation: which HQ faces, their size, the fixed test degradation and the metrics."""
-
-    hq: Path
-    size: int = 32
-    limit: int | None = None
-    metrics: tuple[str, ...] = ("psnr", "ssim", "ids")
-    seed: int = 0
-    crop: tuple[int, int, int, int] | None = None  # (left, top, right, bottom) taken before resizing
-    scale: int = 4
-    sigma: tuple[float, float] = (0.5, 1.5)
-    noise: tuple[float, float] = (2.0, 8.0)
-    jpeg: tuple[int, int] = (70, 90)
 
 
 @dataclass(frozen=True)
@@ -136,58 +120,13 @@ def load_experiment(path: str | Path, out: str | Path | None = None, seeds: Sequ
         noise=_pair(ev.get("noise", HeldOut.noise), "noise", path, float),
         jpeg=_pair(ev.get("jpeg", HeldOut.jpeg), "jpeg", path, int),
     )
-    if not heldout.hq.is_dir():
+    if heldout.hq is None or not heldout.hq.is_dir():
         raise ConfigError(f"{path}: evaluation.hq folder {heldout.hq} not found")
     chosen = tuple(int(s) for s in (seeds if seeds is not None else raw.get("seeds") or [0]))
     shared = {**dict(raw.get("overrides") or {}), **parse_overrides(overrides)}
     out_dir = Path(out) if out is not None else Path(str(raw.get("out") or Path("runs") / "experiments" / path.stem))
     return Experiment(str(raw.get("name") or path.stem), path.resolve(), out_dir, chosen, tuple(variants), heldout,
                       shared, raw.get("wandb"))
-
-
-# ----------------------------------------------------------------------------------------- held out
-def build_heldout(heldout: HeldOut, folder: Path) -> dict[str, Path]:
-    """Degrade the held-out faces once: ``gt/``, ``lq/`` (small) and ``bicubic/`` (the baseline)."""
-    import numpy as np
-    from PIL import Image
-
-    from daefr.data.decode import resize_center_crop
-    from daefr.demo import DemoSettings, degrade_test_image, find_images, resize
-    from daefr.utils.images import read_image, write_image
-
-    files = find_images(heldout.hq)[: heldout.limit]
-    if len(files) < 2:
-        raise ConfigError(f"evaluation.hq {heldout.hq} holds {len(files)} images; at least 2 are needed")
-    settings = DemoSettings(image_size=heldout.size, test_scale=heldout.scale, test_sigma=heldout.sigma,
-                            test_noise=heldout.noise, test_jpeg=heldout.jpeg, seed=heldout.seed)
-    dirs = {k: folder / k for k in ("gt", "lq", "bicubic")}
-    stamp = folder / "heldout.json"
-    settings_json = json.dumps({k: str(v) for k, v in vars(heldout).items()}, sort_keys=True)
-    if stamp.is_file() and stamp.read_text(encoding="utf-8") == settings_json:
-        return dirs  # made by an earlier run with the same settings
-    for d in dirs.values():
-        if d.exists():
-            shutil.rmtree(d)  # our own folder from a run with other settings
-        d.mkdir(parents=True)
-    for index, path in enumerate(files):
-        face = Image.fromarray(read_image(path))
-        if heldout.crop is not None:
-            face = face.crop(heldout.crop)
-        gt = np.asarray(resize_center_crop(face, heldout.size))
-        lq = degrade_test_image(gt, settings, seed=heldout.seed * 100003 + index)
-        write_image(dirs["gt"] / f"{path.stem}.png", gt)
-        write_image(dirs["lq"] / f"{path.stem}.png", lq)
-        write_image(dirs["bicubic"] / f"{path.stem}.png", resize(lq, heldout.size, Image.Resampling.BICUBIC))
-    stamp.write_text(settings_json, encoding="utf-8")
-    return dirs
-
-
-def _score(folder: Path, gt: Path, metrics: Sequence[str]) -> tuple[list[dict[str, Any]], dict[str, float]]:
-    from daefr.metrics.suite import MetricsConfig, evaluate_folders
-
-    result = evaluate_folders(folder, gt, config=MetricsConfig(metrics=tuple(metrics), strict=True))
-    summary = {k: float(v) for k, v in result.summary.items() if k in metrics and v is not None}
-    return result.rows, summary
 
 
 # ---------------------------------------------------------------------------------------------- runs
@@ -241,10 +180,9 @@ def _log_evaluation(exp: Experiment, chain: Any, dirs: dict[str, Path], restored
 def run_experiment(exp: Experiment, fit: Callable[[list[str]], int] | None = None,
                    say: Callable[[str], None] = print) -> dict[str, Any]:
     """Train and evaluate every (variant, seed); write the report; return the summary."""
-    from daefr.demo import restore_testset
-
     h = exp.heldout
-    dirs = build_heldout(h, exp.out / "heldout")
+    assert h.hq is not None
+    dirs = build_heldout(find_images(h.hq)[: h.limit], h, exp.out / "heldout")
     results: dict[str, dict[int, dict[str, float]]] = {}
     per_image: list[dict[str, Any]] = []
     curves: dict[str, list[tuple[int, float]]] = {}
@@ -262,8 +200,8 @@ def run_experiment(exp: Experiment, fit: Callable[[list[str]], int] | None = Non
             done[seed].append(chain)
             manifest = run_chain(chain, fit=fit, say=say)
             restored = chain.out / "heldout_restored"
-            restore_testset(_restorer(manifest), dirs["lq"], restored, h.size)
-            rows, summary = _score(restored, dirs["gt"], h.metrics)
+            restore_folder(_restorer(manifest), dirs["lq"], restored, h.size)
+            rows, summary = score(restored, dirs["gt"], h.metrics)
             last = list(manifest["stages"].values())[-1]
             usage = {k: v for k, v in last.get("metrics", {}).items() if "codes_in_use" in k or "code_accuracy" in k}
             summary.update({k.replace("val/", "val_"): v for k, v in usage.items()})
@@ -276,7 +214,7 @@ def run_experiment(exp: Experiment, fit: Callable[[list[str]], int] | None = Non
                                                                default=str) + "\n")
             if exp.wandb is not None:
                 _log_evaluation(exp, chain, dirs, restored, rows, summary, usage)
-    _, bicubic = _score(dirs["bicubic"], dirs["gt"], h.metrics)
+    _, bicubic = score(dirs["bicubic"], dirs["gt"], h.metrics)
     report = write_report(exp, results, bicubic, per_image, curves)
     say(f"experiment {exp.name!r}: report {report}")
     return {"results": results, "bicubic": bicubic, "report": str(report)}

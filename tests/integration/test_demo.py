@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from daefr.cli import main
-from daefr.demo import STAGES
+
+STAGES = ("hq_codebook", "lq_codebook", "association", "restoration")
 
 
 @pytest.mark.slow
@@ -22,8 +23,12 @@ def test_demo_quick_writes_restorer_report_and_summary(tmp_path: Path, capsys: p
     for side in ("daefr", "bicubic"):
         assert 5.0 < summary[side]["psnr"] < 60.0 and 0.0 < summary[side]["ssim"] <= 1.0
     assert summary["beats_bicubic"] == all(summary["daefr"][k] > summary["bicubic"][k] for k in ("psnr", "ssim"))
+    manifest = json.loads((out / "training" / "chain.json").read_text())
+    assert list(manifest["stages"]) == list(STAGES)
     for name in STAGES:
-        assert (out / "checkpoints" / name / "last.ckpt").is_file(), name
+        assert (out / "training" / name / "checkpoints" / "final.ckpt").is_file(), name
+    # --steps-scale 0.1 of the quick steps (250, 80, 40, 180)
+    assert summary["stage_steps"] == {"hq_codebook": 25, "lq_codebook": 8, "association": 4, "restoration": 18}
     assert (out / "report" / "report.html").is_file() and (out / "comparison" / "compare.html").is_file()
     assert len(list((out / "restored").glob("*.png"))) == 40
 
@@ -44,18 +49,25 @@ def test_demo_rejects_a_folder_without_enough_faces(tmp_path: Path, capsys: pyte
     assert "need at least 16 training" in capsys.readouterr().err
 
 
-def test_demo_stage_configs_share_the_schedule_and_latent(tmp_path: Path) -> None:
-    from daefr.demo import DemoSettings, stage_configs
+def test_demo_chain_stages_share_the_schedule_and_latent(tmp_path: Path) -> None:
+    from daefr.chain import stage_config
+    from daefr.demo import DemoSettings, demo_chain
     from daefr.stages import CodebookStage
 
     settings = DemoSettings()
-    configs = stage_configs(settings, tmp_path)
-    for name in STAGES:
-        assert configs[name]["lr_scheduler"] == settings.lr_scheduler, name
+    chain = demo_chain(tmp_path, settings, tmp_path / "train", tmp_path / "val")
+    configs = {s.name: stage_config(chain, s) for s in chain.stages}
+    assert list(configs) == list(STAGES)
+    schedules = {name: c.model.init_args.lr_scheduler for name, c in configs.items()}
+    assert len({str(v) for v in schedules.values()}) == 1 and schedules["restoration"]["name"] == "cosine"
+    assert {name: c.trainer.max_steps for name, c in configs.items()} == {
+        "hq_codebook": 1200, "lq_codebook": 250, "association": 100, "restoration": 1200}
+    assert all(c.data.init_args.train == str(tmp_path / "train") for c in configs.values())
+    assert configs["hq_codebook"].data.init_args.degradation is None
     # one code per pixel of the 4x-downscaled test input: the latent grid equals the LQ size
-    stage = CodebookStage(**configs["hq_codebook"])
+    args = configs["hq_codebook"].model.init_args
+    stage = CodebookStage(encoder=dict(args.encoder), decoder=dict(args.decoder), codebook=dict(args.codebook),
+                          loss=dict(args.loss))
     with torch.no_grad():
         z = stage.vqgan.encoder(torch.zeros(1, 3, settings.image_size, settings.image_size))
-    assert z.shape[-1] == settings.image_size // settings.test_scale
-    constant = stage_configs(DemoSettings(lr_scheduler=None), tmp_path)
-    assert all("lr_scheduler" not in constant[name] for name in STAGES)
+    assert z.shape[-1] == settings.image_size // settings.heldout.scale
