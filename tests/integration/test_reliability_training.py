@@ -52,9 +52,8 @@ def _config(
         {"class_path": "daefr.stages.preemption.PreemptionCheckpoint"},
     ]
     # Data: two images (batch 2, so one batch per epoch) served in an order, with flips and noise drawn
-    # from the global RNG (restored by ResumeState). FaceDataModule is not used here: it restarts an
-    # epoch's data stream on a mid-epoch resume (documented in docs/cluster.md), so a resumed run cannot
-    # equal an uninterrupted one bit for bit; this test checks everything else that a checkpoint carries.
+    # from the global RNG (restored by ResumeState), so the test checks what a checkpoint carries besides
+    # the data position (FaceDataModule's exact mid-epoch resume has its own test: test_data_resume.py).
     cfg["data"] = {"class_path": "daefr.testing.stages.ShuffledDataModule",
                    "init_args": {"n": 2, "image_size": 16, "batch_size": 2}}
     cfg["model"]["init_args"].update(SMALL_MODEL)
