@@ -167,15 +167,17 @@ def measure(cfg: dict[str, Any]) -> dict[str, Any]:
     cuda = device.startswith("cuda")
     sync = torch.cuda.synchronize if cuda else (lambda: None)
     times: list[float] = []
+    cpu_times: list[float] = []
 
     class StepTimer(Callback):
         def on_train_batch_start(self, *args: Any) -> None:
             sync()
-            self.start = time.perf_counter()
+            self.start, self.cpu = time.perf_counter(), time.process_time()
 
         def on_train_batch_end(self, *args: Any) -> None:
             sync()
             times.append(time.perf_counter() - self.start)
+            cpu_times.append(time.process_time() - self.cpu)  # all threads of this process
 
     class Batches(FixedBatchDataModule):
         def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
@@ -207,6 +209,7 @@ def measure(cfg: dict[str, Any]) -> dict[str, Any]:
         raise RuntimeError(f"only {len(times)} of {total} steps ran")
     median = statistics.median(timed)
     out = {**{k: v for k, v in cfg.items() if k != "cache"}, "step_s": median, "steps_s": timed,
+           "cpu_s": statistics.median(cpu_times[int(cfg["warmup"]):]),
            "images_per_s": int(cfg["batch"]) / median, "nonfinite_steps": int(stage.nonfinite_total)}
     if cuda:
         out["peak_mb"] = torch.cuda.max_memory_allocated() / 2**20
@@ -246,14 +249,14 @@ def table(rows: list[dict[str, Any]]) -> list[str]:
             if r.get("options") == ["base"] and "error" not in r}
     peaks = {(r["arch"], r["stage"], tuple(r["options"]), r.get("precision"), r["batch"]): r["peak_mb"]
              for r in rows if "error" not in r}
-    lines = ["| arch | stage | batch | options | precision | s/step (median) | images/s | peak MB | "
-             "MB per extra image | time vs base | peak vs base |",
-             "| --- | --- | ---: | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    lines = ["| arch | stage | batch | options | precision | s/step (median) | CPU s/step | images/s | peak MB | "
+             "MB per extra image | time vs base | CPU time vs base | peak vs base |",
+             "| --- | --- | ---: | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for r in rows:
         opts = "+".join(r.get("options", ["base"]))
         head = f"| {r['arch']} | {r['stage']} | {r['batch']} | {opts} | {r.get('precision')} "
         if "error" in r:
-            lines.append(head + f"| failed: {r['error'][:80]} | | | | | |")
+            lines.append(head + f"| failed: {r['error'][:80]} | | | | | | | |")
             continue
         key = (r["arch"], r["stage"], tuple(r["options"]), r.get("precision"))
         one, two = peaks.get((*key, 1)), peaks.get((*key, 2))
@@ -261,8 +264,10 @@ def table(rows: list[dict[str, Any]]) -> list[str]:
         ref = base.get((r["arch"], r["stage"], r["batch"], r.get("precision")))
         t_ratio = f"{r['step_s'] / ref['step_s']:.2f}x" if ref and ref is not r else ""
         p_ratio = f"{r['peak_mb'] / ref['peak_mb']:.2f}x" if ref and ref is not r else ""
-        lines.append(head + f"| {r['step_s']:.3f} | {r['images_per_s']:.2f} | {r['peak_mb']:.0f} | {per} "
-                     f"| {t_ratio} | {p_ratio} |")
+        cpu = f"{r['cpu_s']:.3f}" if "cpu_s" in r else "-"
+        c_ratio = f"{r['cpu_s'] / ref['cpu_s']:.2f}x" if ref and ref is not r and "cpu_s" in r and "cpu_s" in ref else ""
+        lines.append(head + f"| {r['step_s']:.3f} | {cpu} | {r['images_per_s']:.2f} | {r['peak_mb']:.0f} | {per} "
+                     f"| {t_ratio} | {c_ratio} | {p_ratio} |")
     return lines
 
 

@@ -45,7 +45,7 @@ def test_measure_runs_a_tiny_stage(tmp_path: Path) -> None:
     cfg = {"stage": "restoration", "arch": "tiny", "batch": 2, "steps": 2, "warmup": 1, "precision": "32-true",
            "device": "cpu", "options": ["checkpointing"], "cache": str(tmp_path)}
     row = training.measure(cfg)
-    assert len(row["steps_s"]) == 2 and row["step_s"] > 0
+    assert len(row["steps_s"]) == 2 and row["step_s"] > 0 and row["cpu_s"] > 0
     assert row["images_per_s"] == pytest.approx(2 / row["step_s"])
     assert row["peak_kind"] == "VmHWM" and row["peak_mb"] > 0 and row["nonfinite_steps"] == 0
     assert "cache" not in row
@@ -54,12 +54,14 @@ def test_measure_runs_a_tiny_stage(tmp_path: Path) -> None:
 def test_table_ratios_against_base() -> None:
     def row(opts: list[str], batch: int, step: float, peak: float) -> dict:
         return {"arch": "full", "stage": "codebook", "batch": batch, "options": opts, "precision": "32-true",
-                "step_s": step, "images_per_s": batch / step, "peak_mb": peak}
+                "step_s": step, "cpu_s": 2 * step, "images_per_s": batch / step, "peak_mb": peak}
 
     rows = [row(["base"], 1, 10.0, 8000), row(["base"], 2, 20.0, 14000), row(["checkpointing"], 1, 13.0, 6000),
             row(["checkpointing"], 2, 26.0, 8000), {**row(["grads_kept"], 1, 1.0, 1.0), "error": "exit 1: boom"}]
     lines = training.table(rows)
-    assert "| full | codebook | 2 | base | 32-true | 20.000 | 0.10 | 14000 | 6000 |  |  |" in lines
-    assert "| full | codebook | 1 | checkpointing | 32-true | 13.000 | 0.08 | 6000 |  | 1.30x | 0.75x |" in lines
-    assert "| full | codebook | 2 | checkpointing | 32-true | 26.000 | 0.08 | 8000 | 2000 | 1.30x | 0.57x |" in lines
+    assert "| full | codebook | 2 | base | 32-true | 20.000 | 40.000 | 0.10 | 14000 | 6000 |  |  |  |" in lines
+    assert "| full | codebook | 1 | checkpointing | 32-true | 13.000 | 26.000 | 0.08 | 6000 |  | 1.30x | 1.30x | 0.75x |" \
+        in lines
+    assert "| full | codebook | 2 | checkpointing | 32-true | 26.000 | 52.000 | 0.08 | 8000 | 2000 | 1.30x | 1.30x | " \
+        "0.57x |" in lines
     assert any("failed: exit 1: boom" in line for line in lines)
