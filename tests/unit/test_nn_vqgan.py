@@ -102,5 +102,5 @@ def test_vqgan_model_round_trip_and_gradients() -> None:
     (recon.abs().mean() + loss).backward()
     assert model.encoder.conv_in.weight.grad is not None  # straight-through reaches the encoder
     assert model.last_layer.grad is not None and model.quantize.codebook.grad is not None
-    with pytest.raises(ConfigError, match="unknown VQGAN preset"):
+    with pytest.raises(ConfigError, match="unknown architecture"):
         build_vqgan("huge")

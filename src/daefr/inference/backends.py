@@ -100,7 +100,7 @@ def load_network(path: str | Path, *, backend: str = "auto", fast: bool = False,
                  onnx_options: dict[str, Any] | None = None) -> nn.Module:
     """A network for :class:`~daefr.inference.restorer.Restorer` from ``path`` and a backend name.
 
-    ``arch``: keywords for :func:`daefr.interop.restorer_io.load_restorer` (e.g. ``{"preset": "tiny"}``);
+    ``arch``: keywords for :func:`daefr.interop.restorer_io.load_restorer` (e.g. ``{"preset": "parity"}``);
     ``fast``: the fast inference path (torch backend; for exports made here, the fast graph);
     ``precision``: autocast of the fast path (``fp32``, ``bf16``, ``fp16``); ``threads``: ONNX Runtime
     intra-op threads (default: its own choice); ``onnx_options``: overrides of

@@ -190,8 +190,8 @@ class Restorer:
     ) -> Restorer:
         """Load our safetensors export or an official ``DAEFR_model.ckpt`` and wrap it.
 
-        ``arch``: for official checkpoints whose architecture cannot be read off the file, a preset
-        name (``full``, ``tiny``) or architecture keywords; ``fast``: the restorer's fast inference path
+        ``arch``: for official checkpoints whose architecture cannot be read off the file, an
+        architecture name (``release``, ``parity``, ...) or architecture keywords; ``fast``: the restorer's fast inference path
         (:mod:`daefr.models.inference_options`: fused attention and blocks, argmax, channels-last);
         ``backend``: ``torch``, ``onnx``, ``torchscript``, ``exported-program`` or ``auto`` (see
         :func:`daefr.inference.backends.load_network`); ``threads`` / ``onnx_options``: ONNX Runtime

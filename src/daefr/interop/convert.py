@@ -26,7 +26,8 @@ from daefr.errors import CheckpointError, ConfigError
 from daefr.interop.keymap import ASSOCIATION_STAGE_KEYMAP, CODEBOOK_STAGE_KEYMAP, KeyMap, MappingReport
 from daefr.interop.keymap_daefr import is_daefr_final_state_dict
 from daefr.interop.official_reader import read_official_checkpoint
-from daefr.interop.restorer_io import infer_vqgan_arch, restorer_from_official
+from daefr.interop.restorer_io import infer_vqgan_arch, restorer_from_official, save_restorer
+from daefr.models.architectures import architecture_names, get_architecture
 
 __all__ = ["KINDS", "ConversionResult", "convert_official", "detect_kind", "parse_arch"]
 
@@ -57,12 +58,15 @@ def detect_kind(state_dict: Mapping[str, Tensor]) -> str:
 
 
 def parse_arch(value: str | Mapping[str, Any] | None) -> str | dict[str, Any] | None:
-    """``full``/``official``/``tiny``, a JSON object, a .json/.yaml file of keywords, or None (automatic)."""
+    """A name of the architecture table (``release``, ``parity``, ...; old names too), a JSON object, a
+    .json/.yaml file of keywords, or None / ``auto`` (read off the checkpoint's shapes)."""
     if value is None or isinstance(value, Mapping):
         return None if value is None else dict(value)
     text = value.strip()
-    if text in ("full", "official", "tiny", "auto"):
-        return None if text == "auto" else text
+    if text == "auto":
+        return None
+    if text in architecture_names(aliases=True):
+        return text
     if not text.startswith("{") and Path(text).is_file():
         path = Path(text)
         if path.suffix.lower() in (".yaml", ".yml"):
@@ -78,7 +82,8 @@ def parse_arch(value: str | Mapping[str, Any] | None) -> str | dict[str, Any] | 
         parsed = json.loads(text)
     except json.JSONDecodeError as exc:
         raise ConfigError(
-            f"--arch must be full, tiny, auto, a JSON object or a .json/.yaml file; got {value!r} ({exc})"
+            f"--arch must be auto, an architecture name ({', '.join(architecture_names())}), a JSON object or a "
+            f".json/.yaml file; got {value!r} ({exc})"
         ) from None
     return _as_arch_dict(parsed)
 
@@ -91,19 +96,18 @@ def _as_arch_dict(parsed: Any) -> dict[str, Any]:
 
 def _vqgan_arch(arch: str | dict[str, Any] | None, sd: Mapping[str, Tensor]) -> tuple[dict[str, Any], dict[str, Any]]:
     """(VQGAN ddconfig, discriminator settings) for the codebook/association kinds (None: from the shapes)."""
-    from daefr.models.presets import DISCRIMINATOR_PRESETS, vqgan_preset
-
+    release = get_architecture("release")
     if arch is None:
         vq_cfg, disc_cfg = infer_vqgan_arch(sd)
-        return {**vqgan_preset("official"), **vq_cfg}, disc_cfg or dict(DISCRIMINATOR_PRESETS["official"])
+        return {**release.vqgan_config(), **vq_cfg}, disc_cfg or release.discriminator_config()
     if isinstance(arch, str):
-        name = "tiny" if arch == "tiny" else "official"
-        return vqgan_preset(name), dict(DISCRIMINATOR_PRESETS[name])
+        named = get_architecture(arch)
+        return named.vqgan_config(), named.discriminator_config()
     cfg = dict(arch)
-    disc = dict(DISCRIMINATOR_PRESETS["official"])
+    disc = release.discriminator_config()
     if "disc_ndf" in cfg:
         disc["ndf"] = int(cfg.pop("disc_ndf"))
-    return {**vqgan_preset("official"), **cfg}, disc
+    return {**release.vqgan_config(), **cfg}, disc
 
 
 def _targets(kind: str, vq_cfg: dict[str, Any], disc_cfg: dict[str, Any]) -> tuple[KeyMap, dict[str, nn.Module]]:
@@ -147,7 +151,8 @@ def convert_official(src: str | Path, dst: str | Path, *, kind: str = "auto",
                      strict: bool = True) -> ConversionResult:
     """Read an official checkpoint safely, map its keys, and write ``dst`` (safetensors, atomically).
 
-    ``arch``: ``full``/``official``/``tiny``/a dict of official keywords (None: read off the shapes).
+    ``arch``: an architecture name (``release``, ``parity``, ``parity_codebook``, ...), a dict of official
+    keywords, or None (read off the shapes).
     Refuses to replace ``dst`` unless ``overwrite``.
     """
     from daefr.utils.io import atomic_save_safetensors
@@ -168,7 +173,7 @@ def convert_official(src: str | Path, dst: str | Path, *, kind: str = "auto",
         preset = parsed if isinstance(parsed, str) else None
         keywords = parsed if isinstance(parsed, dict) else {}
         restorer = restorer_from_official(sd, preset=preset, strict=strict, **keywords)
-        path = restorer.save(dst, overwrite=overwrite)
+        path = save_restorer(restorer, dst, overwrite=overwrite)
         return ConversionResult("daefr", path, len(restorer.state_dict()), restorer.load_report)
     tensors, report, cfg = _convert_stage(sd, found, parsed, strict)
     from daefr import __version__

@@ -129,7 +129,7 @@ def restorer_from_official(state_dict: Mapping[str, Tensor], *, preset: str | No
 
     ``arch`` keywords are named as in the official config (``ch``, ``ch_mult``, ``num_res_blocks``,
     ``resolution``, ``attn_resolutions``, ``z_channels``, ``embed_dim``, ``n_embed``, ``n_head``, ...). They
-    override ``preset`` (``full``/``tiny``) when one is given, else the architecture read off the shapes
+    override ``preset`` (an architecture name: ``release``, ``parity``, ...) when one is given, else the architecture read off the shapes
     (:func:`infer_official_arch`; the released file gives the official full size). Every key is accounted
     for: training-only keys (target branch, association codebooks) are reported as not loaded, and with
     ``strict`` any missing, unexpected or mis-shaped key raises :class:`CheckpointError`. The mapping
@@ -138,7 +138,7 @@ def restorer_from_official(state_dict: Mapping[str, Tensor], *, preset: str | No
     sd = _unwrap(state_dict)
     try:
         if preset is None and is_daefr_final_state_dict(sd):
-            cfg = restorer_arch("full", **{**infer_official_arch(sd), **arch})  # given keywords win
+            cfg = restorer_arch("release", **{**infer_official_arch(sd), **arch})  # given keywords win
         else:
             cfg = restorer_arch(preset, **arch)
     except (TypeError, ValueError) as exc:  # e.g. --arch '{"ch_mult": ["x"]}'

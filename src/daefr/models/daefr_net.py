@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from daefr.models.architectures import LAYOUT_KEYS
 from daefr.models.restorer import DAEFRRestorer, build_component, restorer_arch
 from daefr.nn.contracts import Codebook
 
@@ -58,11 +59,10 @@ class DAEFRNet(nn.Module):
     @classmethod
     def from_config(cls, arch: str | Mapping[str, Any] | None = None, *, fast: bool = False,
                     **overrides: Any) -> DAEFRNet:
-        """Build from the same architecture keywords as :meth:`DAEFRRestorer.from_config` (default: full)."""
+        """Build from the same architecture name or keywords as :meth:`DAEFRRestorer.from_config` (default: release)."""
         cfg = restorer_arch(arch, **overrides)
         restorer = DAEFRRestorer.from_config(cfg, fast=fast)
-        layout = {k: cfg[k] for k in ("ch", "ch_mult", "num_res_blocks", "resolution", "attn_resolutions",
-                                      "z_channels", "dropout", "enable_mid", "head_size")}
+        layout = {k: cfg[k] for k in LAYOUT_KEYS}
         layout["in_channels"] = cfg.get("in_channels", 3)
         target = build_component("encoders", cfg.get("hq_encoder", "vqgan"), **layout)
         cb_args = {"n_embed": cfg["n_embed"], "embed_dim": cfg["embed_dim"]}

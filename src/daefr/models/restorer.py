@@ -29,54 +29,43 @@ import torch
 from torch import Tensor, nn
 
 from daefr.errors import ConfigError
-from daefr.models.presets import VQGAN_PRESETS
+from daefr.models.architectures import (
+    CODEBOOK_KEYS,
+    LAYOUT_KEYS,
+    PREDICTOR_KEYS,
+    ConfigsByName,
+    drop_official_flags,
+    get_architecture,
+)
 from daefr.models.vqgan import ComponentSpec
 from daefr.nn.contracts import Codebook
 from daefr.nn.fast_blocks import set_fast as set_fast_blocks
 from daefr.registry import REGISTRY, import_object
 
-__all__ = ["RESTORER_PRESETS", "DAEFRRestorer", "build_component", "restorer_arch"]
+__all__ = ["COMPONENT_KEYS", "RESTORER_PRESETS", "DAEFRRestorer", "build_component", "restorer_arch"]
 
-#: Settings the official ``DAEFRModel`` class fixes (not in its ddconfig); named for our builders.
-_FIXED_BY_CLASS: dict[str, Any] = {"fusion_heads": 8, "n_layers": 9, "n_head": 8, "dim_mlp": 1024,
-                                   "transformer_dim": 512}
-
-#: Restorer architectures by name: ``full`` (alias ``official``) = released DAEFR_model, ``tiny`` = parity fixture.
-RESTORER_PRESETS: dict[str, dict[str, Any]] = {
-    "full": {**VQGAN_PRESETS["official"], **_FIXED_BY_CLASS},
-    "tiny": {**VQGAN_PRESETS["daefr_tiny"], **_FIXED_BY_CLASS},
-}
-_ALIASES = {"official": "full", "daefr_tiny": "tiny"}
-_ARCH_KEYS = frozenset(
-    {"ch", "ch_mult", "num_res_blocks", "resolution", "attn_resolutions", "z_channels", "embed_dim", "n_embed",
-     "dropout", "enable_mid", "head_size", "in_channels", "out_ch", "beta", *_FIXED_BY_CLASS,
-     "lq_encoder", "hq_encoder", "fusion", "predictor", "codebook", "decoder"}
-)
-# Official ddconfig training flags that do not change the graph (accepted so a ddconfig can be passed as is).
-_IGNORED_OFFICIAL = ("fix_decoder", "fix_codebook", "fix_encoder")
+#: Restorer architectures by name or alias (views of :data:`daefr.models.architectures.ARCHITECTURES`).
+RESTORER_PRESETS: Mapping[str, dict[str, Any]] = ConfigsByName("restorer_config")
+#: Registry specs that may replace one component of the restorer.
+COMPONENT_KEYS = ("lq_encoder", "hq_encoder", "fusion", "predictor", "codebook", "decoder")
+_ARCH_KEYS = frozenset({*LAYOUT_KEYS, *CODEBOOK_KEYS, *PREDICTOR_KEYS, "in_channels", "out_ch", "beta", *COMPONENT_KEYS})
 
 
 def restorer_arch(arch: str | Mapping[str, Any] | None = None, **overrides: Any) -> dict[str, Any]:
-    """A complete, JSON-able architecture dict: a preset name (default ``full``) or dict, plus overrides.
+    """A complete, JSON-able architecture dict: a name of the architecture table (default ``release``) or a
+    dict of keywords over ``release``, plus overrides.
 
-    Keys are the official ddconfig names (``ch``, ``ch_mult``, ``num_res_blocks``, ``resolution``,
-    ``attn_resolutions``, ``z_channels``, ``embed_dim``, ``n_embed``, ``dropout``, ``enable_mid``,
-    ``head_size``, ...), the class-fixed settings (``fusion_heads``, ``n_layers``, ``n_head``, ``dim_mlp``,
-    ``transformer_dim``) and optional registry specs replacing a component (``lq_encoder``, ``hq_encoder``,
-    ``fusion``, ``predictor``, ``codebook``, ``decoder``). Unknown keys raise :class:`ConfigError`.
+    Keys: :data:`~daefr.models.architectures.LAYOUT_KEYS`, ``embed_dim``, ``n_embed``, the fusion/predictor
+    settings (``fusion_heads``, ``n_layers``, ``n_head``, ``dim_mlp``, ``transformer_dim``), ``in_channels``,
+    ``out_ch``, ``beta`` and optional registry specs replacing a component (:data:`COMPONENT_KEYS`).
+    Official training-only flags are dropped; unknown keys raise :class:`ConfigError`.
     """
     if arch is None or isinstance(arch, str):
-        name = _ALIASES.get(arch or "full", arch or "full")
-        if name not in RESTORER_PRESETS:
-            raise ConfigError(f"unknown restorer architecture {arch!r}; use one of full, official, tiny or a dict")
-        base = copy.deepcopy(RESTORER_PRESETS[name])
+        base = get_architecture(arch or "release").restorer_config()
     else:
-        base = {**copy.deepcopy(RESTORER_PRESETS["full"]), **copy.deepcopy(dict(arch))}
+        base = {**get_architecture("release").restorer_config(), **copy.deepcopy(dict(arch))}
     base.update(copy.deepcopy(overrides))
-    if base.pop("double_z", False):
-        raise ConfigError("double_z=True is not supported by the DAEFR restorer (the official model uses false)")
-    for key in _IGNORED_OFFICIAL:
-        base.pop(key, None)
+    drop_official_flags(base)
     unknown = sorted(set(base) - _ARCH_KEYS)
     if unknown:
         raise ConfigError(f"unknown restorer architecture keys {unknown}; accepted: {', '.join(sorted(_ARCH_KEYS))}")
@@ -108,7 +97,7 @@ def build_component(group: str, value: nn.Module | ComponentSpec, **defaults: An
 class DAEFRRestorer(nn.Module):
     """DAEFR inference graph: ``forward(lq (B, 3, H, W) in [-1, 1])`` -> restored (B, 3, H, W).
 
-    Build it with :meth:`from_config` (official keywords, presets ``full``/``tiny``) or from modules.
+    Build it with :meth:`from_config` (an architecture name or official keywords) or from modules.
     The input's latent grid must have ``predictor.n_tokens`` positions (16x16 for the released model,
     i.e. 512x512 inputs); anything else raises ``ValueError`` naming the expected size.
     """
@@ -141,14 +130,14 @@ class DAEFRRestorer(nn.Module):
     @classmethod
     def from_config(cls, arch: str | Mapping[str, Any] | None = None, *, fast: bool = False,
                     **overrides: Any) -> DAEFRRestorer:
-        """Build from a preset name (``full`` = released model, ``tiny``) or official-style keywords."""
+        """Build from an architecture name (``release``, ``parity``, ``demo``, ...; see
+        :mod:`daefr.models.architectures`) or official-style keywords, plus overrides."""
         cfg = restorer_arch(arch, **overrides)
         f = 2 ** (len(cfg["ch_mult"]) - 1)
         if cfg["resolution"] % f:
             raise ConfigError(f"resolution {cfg['resolution']} is not divisible by the downsampling factor {f}")
         grid = cfg["resolution"] // f
-        layout: dict[str, Any] = {k: cfg[k] for k in ("ch", "ch_mult", "num_res_blocks", "resolution", "attn_resolutions",
-                                      "z_channels", "dropout", "enable_mid", "head_size") if k in cfg}
+        layout: dict[str, Any] = {k: cfg[k] for k in LAYOUT_KEYS}
         enc_defaults: dict[str, Any] = {**layout, "in_channels": cfg.get("in_channels", 3)}
         dec_defaults: dict[str, Any] = {**layout, "out_ch": cfg.get("out_ch", 3)}
         return cls(
