@@ -99,3 +99,18 @@ def test_two_variant_experiment_with_wandb_offline(tmp_path: Path, monkeypatch: 
     restoration = next(v for k, v in logs.items() if k.startswith("ten/seed0/restoration"))
     assert b"tinyexp-ten-seed0-restoration" in restoration
     assert b"tinyexp-ten-seed0-hq_codebook" in restoration and b"tinyexp-ten-seed0-association" in restoration
+
+
+def test_sweep_example_expands_to_a_valid_fit_command(capsys: pytest.CaptureFixture[str]) -> None:
+    import yaml
+
+    sweep = yaml.safe_load((REPO / "configs/experiments/sweep_restoration.yaml").read_text())
+    sampled = [f"--{key}={spec['values'][0] if 'values' in spec else spec['min']}"
+               for key, spec in sweep["parameters"].items()]
+    command = [part for part in sweep["command"] if part not in ("${program}", "${args}")]
+    args = [REPO / a if a.startswith("configs/") else a for a in command]
+    assert main([str(a) for a in args] + sampled + ["--print_config"]) == 0
+    printed = yaml.safe_load(capsys.readouterr().out)
+    assert printed["model"]["init_args"]["l2_weight"] == 1.0
+    assert printed["model"]["init_args"]["learning_rate"] == pytest.approx(1e-5)
+    assert printed["trainer"]["logger"]["class_path"].endswith("WandbLogger")
