@@ -180,12 +180,9 @@ def _route_outputs(config: DictConfig, chain: Chain, stage: ChainStage) -> None:
 
 def stage_config(chain: Chain, stage: ChainStage) -> DictConfig:
     """The configuration a stage runs with: its file, the chain's overrides, outputs and inputs wired."""
-    try:
-        config = OmegaConf.load(stage.config)
-    except Exception as exc:  # noqa: BLE001 - OmegaConf raises several parser errors
-        raise ConfigError(f"{stage.config}: cannot read stage config ({exc})") from None
-    if not isinstance(config, DictConfig):
-        raise ConfigError(f"{stage.config}: a stage config must be a mapping")
+    from daefr.config_files import load_composed
+
+    config = load_composed(stage.config)  # the stage file over its `base:` files, as `daefr fit` reads it
     for key, value in {**chain.overrides, **stage.overrides}.items():
         _set(config, key, value)
     if chain.seed is not None:  # after the overrides, which may replace `data` wholesale

@@ -61,12 +61,62 @@ def _refuse_empty_configs(argv: Sequence[str]) -> None:
                               "configs/tiny/hq_codebook.yaml) or run `daefr fit --print_config`")
 
 
+#: Lightning's known noise in daefr's runs (messages, not categories: other warnings stay visible).
+_NOISE_WARNINGS = (
+    r".*Using ModelCheckpoint with manual optimization.*",  # GAN stages save the post-step state on purpose
+    r".*LeafSpec.*",  # a torch deprecation inside Lightning's own pytree helper
+    r".*IterableDataset.*__len__.*",  # shard streams report an estimated length
+    r".*module\(s\) in eval mode at the start of training.*",  # frozen codebook/decoder stay in eval mode
+)
+
+
+class _DropTips:
+    """logging filter: drop Lightning's product advertisements ("💡 Tip: ..."), keep everything else."""
+
+    def filter(self, record: Any) -> bool:
+        return "Tip: For seamless" not in str(record.getMessage())
+
+
+def quiet_lightning() -> None:
+    """Silence the known noise of Lightning runs (see ``_NOISE_WARNINGS``) and its logger advertisements."""
+    import logging
+    import warnings
+
+    for pattern in _NOISE_WARNINGS:
+        warnings.filterwarnings("ignore", message=pattern)
+    logger = logging.getLogger("lightning.pytorch.utilities.rank_zero")
+    if not any(isinstance(f, _DropTips) for f in logger.filters):
+        logger.addFilter(_DropTips())
+
+
+def final_line(trainer: Any, model: Any = None) -> str:
+    """``daefr fit: checkpoints in DIR (last: ..., best: ...)``, plus an exported restorer when the stage has one."""
+    folders = _checkpoint_folders(trainer)
+    last = best = ""
+    for callback in getattr(trainer, "checkpoint_callbacks", []):
+        last = last or str(getattr(callback, "last_model_path", "") or "")
+        best = best or str(getattr(callback, "best_model_path", "") or "")
+    parts = [f"last: {last}" if last else "", f"best: {best}" if best else ""]
+    detail = ", ".join(p for p in parts if p)
+    where = ", ".join(dict.fromkeys(folders)) or "nowhere (no ModelCheckpoint callback)"
+    line = f"daefr fit: done; checkpoints in {where}" + (f" ({detail})" if detail else "")
+    export = getattr(model, "export_path", None)
+    if export and Path(str(export)).is_file():
+        line += f"; restorer exported to {export}"
+    return line
+
+
 def _interpolation_message(exc: Exception) -> str:
     """One line from an OmegaConf interpolation error: what failed, where, and the fix."""
     lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    import re
+
     key = next((line.split(":", 1)[1].strip() for line in lines if line.startswith("full_key:")), "")
+    key = re.sub(r"^(fit|validate|test|predict)\.", "", key)  # keys as the config writes them
     where = f" in {key}" if key else ""
     what = lines[0] if lines else type(exc).__name__
+    # omegaconf+ mode reads interpolations relative to the stage's root: show them as written
+    what = re.sub(r" \(resolved to '[^']*'\)", "", re.sub(r"'\.+", "'", what))
     return (f"cannot resolve an interpolation{where}: {what}; set the environment variable or define the key "
             "it names, or write the value directly")
 
@@ -144,6 +194,12 @@ def _checkpoint_hparams(path: Path) -> dict[str, Any]:
 class DaefrCLI(LightningCLI):
     """LightningCLI with OmegaConf interpolation; stages and data modules chosen by ``class_path``."""
 
+    def add_arguments_to_parser(self, parser: Any) -> None:
+        """LightningCLI hook: accept the ``base`` key of stage configs (composed by daefr.config_files)."""
+        parser.add_argument("--base", type=str | list[str] | None, default=None,
+                            help="base config file(s) a --config file builds on (read first; the file's own "
+                                 "keys win); written as `base: base.yaml` at the top of a stage config")
+
     # Configuration errors become one-line ConfigErrors (daefr.cli_errors) instead of usage dumps and
     # nested jsonargparse reports; errors raised while training are not touched.
     def parse_arguments(self, parser: Any, args: Any) -> None:
@@ -177,6 +233,8 @@ class DaefrCLI(LightningCLI):
                 raise inner from None
             raise ConfigError(config_error_message(str(exc))) from None
 
+    # Private override (pinned by tests/unit/test_cli_lightning_hooks.py): LightningCLI offers no public hook
+    # between reading --ckpt_path and merging the checkpoint's hyper-parameters into the config.
     def _parse_ckpt_path(self) -> None:
         # LightningCLI merges the checkpoint's hyper-parameters into the config before the Trainer's
         # CheckpointIO sees the file. Those come from a file, i.e. possibly from a stranger: they are
@@ -198,16 +256,20 @@ class DaefrCLI(LightningCLI):
             raise CheckpointError(f"{ckpt_path}: its hyper_parameters do not parse as a daefr stage "
                                   "configuration") from None
 
-    def _ckpt_path_given(self) -> str:
-        subcommand = self.config.get("subcommand") if self.config else None
-        return str(self.config[subcommand].get("ckpt_path")) if subcommand else "ckpt_path"
-
-    def _run_subcommand(self, subcommand: str) -> None:
-        ckpt_path = (self.config.get(subcommand) or {}).get("ckpt_path") if self.config else None
-        if subcommand == "fit":
-            _clean_checkpoint_temps(self.trainer)
-        if subcommand == "fit" and ckpt_path == "last":
+    def before_fit(self) -> None:
+        """LightningCLI hook: clean temporaries of a killed save; warn when ``--ckpt_path last`` finds none."""
+        _clean_checkpoint_temps(self.trainer)
+        if (self.config.get("fit") or {}).get("ckpt_path") == "last":
             _warn_if_no_last_checkpoint(self.trainer)
+
+    def after_fit(self) -> None:
+        """LightningCLI hook: one final line saying where the checkpoints (and an exported restorer) went."""
+        if getattr(self.trainer, "global_rank", 0) == 0:
+            print(final_line(self.trainer, self.model), file=sys.stderr, flush=True)
+
+    # Private override (pinned by tests/unit/test_cli_lightning_hooks.py): LightningCLI has no public hook
+    # around the subcommand call, and a CheckpointError must name the file the user gave.
+    def _run_subcommand(self, subcommand: str) -> None:
         try:
             super()._run_subcommand(subcommand)
         except CheckpointError as exc:  # name the file the user gave when the message does not
@@ -222,15 +284,34 @@ def run_lightning(argv: Sequence[str]) -> int:
     # LightningCLI reads sys.argv itself; passing ``args`` too makes it warn, so swap argv instead.
     # Keep the real program path in argv[0]: Lightning's DDP launcher re-runs `python argv[0] ...` for
     # the other ranks when daefr was started as a console script.
+    from jsonargparse import set_parsing_settings
+
+    import daefr.data.datamodule  # noqa: F401  (stages and data modules resolve by short name: `--model CodebookStage`)
+    import daefr.stages  # noqa: F401
+
+    # interpolations in a config are read from the stage's root (`${trainer.default_root_dir}`), not from
+    # the subcommand's (`${fit.trainer...}`), so one config serves fit, validate and daefr train
+    set_parsing_settings(omegaconf_absolute_to_relative_paths=True)
+    quiet_lightning()
     saved_argv = sys.argv
-    sys.argv = [saved_argv[0] if saved_argv else "daefr", *argv]
+    try:
+        from daefr.config_files import expand_config_args
+
+        expanded = expand_config_args(argv)
+    except DaefrError as exc:
+        print(f"daefr {argv[0] if argv else ''}: error: {exc}", file=sys.stderr)
+        return 1
+    sys.argv = [saved_argv[0] if saved_argv else "daefr", *expanded]
     try:
         DaefrCLI(
             LightningModule,
             LightningDataModule,
             subclass_mode_model=True,
             subclass_mode_data=True,
-            parser_kwargs={"parser_mode": "omegaconf", "exit_on_error": False},
+            # omegaconf+: ${...} interpolations resolve on the final config (all --config files and command
+            # line overrides merged), so `${trainer.default_root_dir}/checkpoints` follows
+            # --trainer.default_root_dir; a config may start with `config: base.yaml` to compose a base.
+            parser_kwargs={"parser_mode": "omegaconf+", "exit_on_error": False},
             save_config_kwargs={"overwrite": True},
             auto_configure_optimizers=False,
         )
