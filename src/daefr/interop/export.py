@@ -14,9 +14,9 @@ Op notes (what needed care to export):
 * the parity graph's straight-through sum ``fused + (quant - fused).detach()`` exports as two
   element-wise ops (``detach`` is the identity at inference);
 * attention: ``scaled_dot_product_attention`` (fast graph) and the explicit softmax attention both export.
-* ONNX export uses the TorchScript-based exporter by default (opset 17; here ~8x faster to export than
-  the dynamo exporter, which is available as ``exporter="dynamo"``); weights over 1.8 GB go to an
-  external data file next to the ``.onnx``.
+* ONNX export uses the TorchScript-based (tracing) exporter by default (opset 17); the dynamo exporter
+  is available as ``exporter="dynamo"``; weights over 1.8 GB go to an external data file next to the
+  ``.onnx`` (protobuf's 2 GB limit).
 
 :func:`check_export` runs the exported file (ONNX Runtime for ONNX) against the eager graph and
 reports max |difference| of the restored images and the share of identical codes;
@@ -89,7 +89,7 @@ def export_restorer(restorer: nn.Module, path: str | Path, fmt: str = "onnx", *,
     """Export ``restorer`` (a DAEFRRestorer) to ``path`` in format ``fmt`` (``onnx``, ``torchscript``,
     ``exported-program``); ``batch=None`` makes the batch dimension dynamic. Returns the path written.
 
-    ONNX: ``exporter="torchscript"`` (default; the tracing exporter, about 8x faster to export here) or
+    ONNX: ``exporter="torchscript"`` (default; the tracing exporter, the quicker one to export here) or
     ``"dynamo"`` (``torch.export`` based, opset >= 18); both give the same graph to within rounding.
 
     The file is written to a temporary name in the same folder and moved into place (atomic).
@@ -231,19 +231,19 @@ def _format_of(path: Path) -> str:
     raise ConfigError(f"{path}: unknown exported-model suffix; expected one of {', '.join(EXPORT_FORMATS.values())}")
 
 
-#: ONNX Runtime session settings of :func:`load_exported` (CPU). Peak resident memory of one full-size
-#: 512x512 face in a fresh process (torch imported, 1 thread; ``benchmarks/RESULTS.md``): ~2.05 GB with
-#: ONNX Runtime's own defaults, ~1.5 GB with these, at the same speed.
+#: ONNX Runtime session settings of :func:`load_exported` (CPU): a lower peak memory than ONNX Runtime's
+#: own defaults at the same speed (measured settings and figures: ``benchmarks/RESULTS.md``, "What was
+#: tried for the ONNX Runtime peak").
 ONNX_SESSION_DEFAULTS: dict[str, Any] = {
     # "all" adds the NCHWc convolution layouts: the fastest level here ("extended" / "basic" cost more time)
     "graph_optimization_level": "all",
-    # off, every activation is a fresh zero-filled mapping: 1.5-2x the CPU time per face for ~0.3 GB less
+    # off, every activation is a fresh zero-filled mapping: much more CPU time per face for little memory
     "enable_cpu_mem_arena": True,
     # on, ONNX Runtime plans one block per input shape and allocates it beside the arena's free chunks:
-    # +0.15-0.25 GB, growing over the first runs, and no measurable speed gain for this graph
+    # more memory, growing over the first runs, and no measurable speed gain for this graph
     "enable_mem_pattern": False,
     # ONNX Runtime parses the whole .onnx into the heap, copies the weights out and frees the parse, but
-    # glibc keeps those pages (~the file size, 0.5 GB for the released model): hand them back to the OS
+    # glibc keeps those pages (about the file size): hand them back to the OS
     "release_freed_heap": True,
     "execution_mode": "sequential",
 }

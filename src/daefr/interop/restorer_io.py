@@ -26,6 +26,7 @@ from daefr.interop.keymap_daefr import is_daefr_final_state_dict, load_official_
 from daefr.interop.official_reader import read_official_checkpoint
 from daefr.models.restorer import DAEFRRestorer, restorer_arch
 from daefr.registry import check_file_spec, reading_file
+from daefr.utils.state_dicts import compare_state_dicts
 
 __all__ = ["infer_official_arch", "infer_vqgan_arch", "load_restorer", "read_restorer_metadata", "restorer_from_official",
            "save_restorer"]
@@ -299,13 +300,10 @@ def _load_ours(sd: Mapping[str, Tensor], cfg: dict[str, Any], fast: bool, strict
     except (ConfigError, TypeError, ValueError) as exc:
         raise CheckpointError(f"{where}: cannot build the stored architecture: {exc}") from None
     ours = restorer.state_dict()
-    missing = sorted(set(ours) - set(sd))
-    unexpected = sorted(set(sd) - set(ours))
-    wrong = sorted(k for k in set(ours) & set(sd) if tuple(ours[k].shape) != tuple(sd[k].shape))
-    if strict and (missing or unexpected or wrong):
-        parts = [f"{name}: {len(keys)} ({', '.join(keys[:4])}{', ...' if len(keys) > 4 else ''})"
-                 for name, keys in (("missing", missing), ("unexpected", unexpected), ("wrong shape", wrong)) if keys]
-        raise CheckpointError(f"{where}: weights do not match the restorer architecture; " + "; ".join(parts))
+    diff = compare_state_dicts(ours, sd)
+    if strict and not diff.ok:
+        raise CheckpointError(f"{where}: weights do not match the restorer architecture; {diff.summary(4)}")
+    wrong = set(diff.reshaped)
     for key in sorted(set(ours) & set(sd)):
         if ours[key].is_floating_point() and not sd[key].is_floating_point():
             raise CheckpointError(f"{where}: weight {key!r} is stored as {sd[key].dtype}, not floating point; "

@@ -8,8 +8,10 @@ from pathlib import Path
 import numpy as np
 
 from daefr.errors import ConfigError
+from daefr.utils.images import IMAGE_EXTENSIONS
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
+#: The image files evaluation reads: the same list as ``daefr restore`` (:data:`daefr.utils.images.IMAGE_EXTENSIONS`).
+IMAGE_SUFFIXES = IMAGE_EXTENSIONS
 
 
 def read_rgb8(path: str | os.PathLike[str]) -> np.ndarray:
