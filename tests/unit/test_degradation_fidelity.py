@@ -169,6 +169,8 @@ def _one_sample_params(kind: str, size: int, sx: float, sy: float, theta: float,
         "noise_sigma": torch.tensor([noise]), "poisson": torch.tensor([False]),
         "poisson_scale": torch.tensor([1.0]), "noise_seed": torch.tensor([1234]),
         "jpeg_quality": torch.tensor([quality]), "color_shift": torch.zeros(1, 3), "gray": torch.tensor([False]),
+        "jitter_pt": torch.tensor([False]), "jitter_order": torch.arange(4)[None], "brightness": torch.ones(1),
+        "contrast": torch.ones(1), "saturation": torch.ones(1), "hue": torch.zeros(1),
     }
 
 

@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 import torch
-from omegaconf import OmegaConf
 
 from daefr.data.degradation import (
     PARAM_KEYS,
@@ -21,8 +18,6 @@ from daefr.data.degradation.pipeline import size_groups
 from daefr.errors import ConfigError
 from daefr.registry import REGISTRY
 from daefr.testing.degradations import check_degradation, is_8bit
-
-CONFIGS = Path(__file__).resolve().parents[2] / "configs" / "degradations"
 
 
 def _images(b: int = 4, size: int = 48, seed: int = 0) -> torch.Tensor:
@@ -169,18 +164,6 @@ def test_no_jpeg_option() -> None:
     out = module(_images(2), torch.Generator().manual_seed(0))
     assert torch.equal(out.params["jpeg_quality"], torch.zeros(2, dtype=torch.long))
     assert is_8bit(out.lq)
-
-
-@pytest.mark.parametrize("name", list(PRESETS))
-def test_yaml_configs_equal_the_presets(name: str) -> None:
-    spec = OmegaConf.to_container(OmegaConf.load(CONFIGS / f"{name}.yaml"))
-    from_yaml = REGISTRY.build("degradations", spec)
-    from_preset = REGISTRY.build("degradations", name)
-    assert repr(from_yaml) == repr(from_preset)
-    assert vars(from_yaml).keys() == vars(from_preset).keys()
-    for key, value in vars(from_preset).items():
-        if not key.startswith("_"):
-            assert getattr(from_yaml, key) == value, key
 
 
 def test_degrade_batch_and_apply_to_batch() -> None:

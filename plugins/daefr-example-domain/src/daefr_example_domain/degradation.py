@@ -2,80 +2,42 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import kornia
 import torch
-from torch import Tensor, nn
+from torch import Tensor
+
+from daefr.data.degradation import DegradationOp
 
 
-@dataclass
-class ScanOutput:
-    """``lq`` (B, 3, H, W) in [0, 1] on 8-bit levels and the per-sample ``params`` that made it."""
+class ScanDegradation(DegradationOp):
+    """Isotropic blur (``sigma_range`` px) -> fading towards the paper (``fade_range``: 1 keeps full contrast)
+    -> speckles (dust and toner dots, probability per pixel in ``speckle_range``) -> Gaussian noise
+    (``noise_range``, 8-bit units); sampling, replay, output and 8-bit rounding come from the base class."""
 
-    lq: Tensor
-    params: dict[str, Tensor]
+    param_keys = ("sigma", "fade", "speckle", "noise", "noise_seed")
 
-
-class ScanDegradation(nn.Module):
-    """Batched scan degradation of (B, 3, H, W) images in [0, 1]; per-sample parameters, replayable.
-
-    Steps: isotropic Gaussian blur (``sigma_range`` px) -> fading towards the paper (``fade_range``:
-    1 keeps full contrast) -> speckles (dust and toner dots, probability per pixel in
-    ``speckle_range``) -> Gaussian noise (``noise_range``, 8-bit units) -> quantisation to 8 bits.
-    """
-
-    def __init__(
-        self,
-        sigma_range: tuple[float, float] = (0.4, 1.6),
-        fade_range: tuple[float, float] = (0.45, 0.9),
-        speckle_range: tuple[float, float] = (0.0, 0.02),
-        noise_range: tuple[float, float] = (0.0, 12.0),
-        kernel_size: int = 9,
-    ) -> None:
+    def __init__(self, sigma_range: tuple[float, float] = (0.4, 1.6), fade_range: tuple[float, float] = (0.45, 0.9),
+                 speckle_range: tuple[float, float] = (0.0, 0.02), noise_range: tuple[float, float] = (0.0, 12.0),
+                 kernel_size: int = 9) -> None:
         super().__init__()
-        for name, (lo, hi) in {"sigma_range": sigma_range, "fade_range": fade_range,
-                               "speckle_range": speckle_range, "noise_range": noise_range}.items():
-            if not 0 <= lo <= hi:
-                raise ValueError(f"{name} must be (low, high) with 0 <= low <= high, got {(lo, hi)}")
-        if kernel_size % 2 == 0:
-            raise ValueError(f"kernel_size must be odd, got {kernel_size}")
         self.ranges = {"sigma": sigma_range, "fade": fade_range, "speckle": speckle_range, "noise": noise_range}
+        if any(not 0 <= lo <= hi for lo, hi in self.ranges.values()) or kernel_size % 2 == 0:
+            raise ValueError(f"ranges must be (low, high) with 0 <= low <= high and kernel_size odd, got "
+                             f"{self.ranges}, kernel_size={kernel_size}")
         self.kernel_size = kernel_size
 
-    def sample_params(self, batch: int, generator: torch.Generator | None = None) -> dict[str, Tensor]:
-        """Per-sample parameters (CPU tensors with first dimension ``batch``)."""
-        out: dict[str, Tensor] = {}
-        for name, (lo, hi) in self.ranges.items():
-            u = torch.rand(batch, generator=generator, dtype=torch.float64)
-            out[name] = (lo + (hi - lo) * u).to(torch.float32)
-        seed = torch.randint(0, 2**62, (1,), generator=generator)
-        out["noise_seed"] = seed.expand(batch).clone()
-        return out
+    def sample_params(self, batch: int, height: int, width: int,
+                      generator: torch.Generator | None = None) -> dict[str, Tensor]:
+        params = {k: self.uniform(r, generator, batch).to(torch.float32) for k, r in self.ranges.items()}
+        return {**params, "noise_seed": self.draw_seed(batch, generator)}
 
-    def forward(self, hq: Tensor, generator: torch.Generator | None = None) -> ScanOutput:
-        """Degrade ``hq`` with freshly drawn parameters."""
-        return self.replay(hq, self.sample_params(hq.shape[0], generator))
-
-    @torch.no_grad()
-    def replay(self, hq: Tensor, params: dict[str, Tensor]) -> ScanOutput:
-        """Apply the given parameters exactly (same params -> same ``lq``)."""
-        if hq.ndim != 4 or hq.shape[1] != 3 or not hq.is_floating_point():
-            raise ValueError(f"scan degradation expects float (B, 3, H, W) in [0, 1], got {tuple(hq.shape)} {hq.dtype}")
-        dev = hq.device
-        p = {k: v.to(dev) for k, v in params.items()}
-        x = hq.detach().to(torch.float32).clamp(0, 1)
-        sigma = p["sigma"].clamp(min=1e-3)[:, None].expand(-1, 2)
-        x = kornia.filters.gaussian_blur2d(x, (self.kernel_size, self.kernel_size), sigma, border_type="reflect")
+    def apply_params(self, hq: Tensor, params: dict[str, Tensor]) -> Tensor:
+        p = {k: v.to(hq.device)[:, None, None, None] for k, v in params.items()}
+        x = kornia.filters.gaussian_blur2d(hq.float().clamp(0, 1), (self.kernel_size,) * 2,
+                                           p["sigma"].clamp(min=1e-3).view(-1, 1).expand(-1, 2), border_type="reflect")
         paper = x.amax(dim=(2, 3), keepdim=True)
-        x = paper - p["fade"][:, None, None, None] * (paper - x)
-        gen = torch.Generator(device=dev)
-        gen.manual_seed(int(params["noise_seed"][0]))
-        dots = torch.rand(x.shape[0], 1, *x.shape[2:], generator=gen, device=dev)
-        dark = torch.rand(x.shape[0], 1, *x.shape[2:], generator=gen, device=dev) < 0.5
-        speckled = dots < p["speckle"][:, None, None, None]
-        x = torch.where(speckled & dark, torch.zeros_like(x), torch.where(speckled, torch.ones_like(x), x))
-        noise = torch.randn(x.shape, generator=gen, device=dev)
-        x = x + noise * (p["noise"] / 255.0)[:, None, None, None]
-        lq = torch.round(x.clamp(0, 1) * 255.0) / 255.0
-        return ScanOutput(lq.to(hq.dtype), {k: v.clone() for k, v in params.items()})
+        x = paper - p["fade"] * (paper - x)
+        gen = self.seeded_generator(params, hq.device)
+        dots, dark = (torch.rand(x.shape[0], 1, *x.shape[2:], generator=gen, device=hq.device) for _ in range(2))
+        x = torch.where(dots < p["speckle"], (dark >= 0.5).to(x), x)  # half the speckles dark, half white
+        return x + torch.randn(x.shape, generator=gen, device=hq.device) * (p["noise"] / 255.0)

@@ -1,5 +1,6 @@
 """Batched, device-agnostic blind-face degradation (blur, downscale, noise, JPEG, resize back)."""
 
+from daefr.data.degradation.base import DegradationChain, DegradationOp
 from daefr.data.degradation.batch import apply_to_batch, degrade_batch
 from daefr.data.degradation.jpeg import jpeg_compress
 from daefr.data.degradation.kernels import KERNEL_TYPES, mixed_kernels
@@ -11,6 +12,8 @@ __all__ = [
     "PARAM_KEYS",
     "PRESETS",
     "Degradation",
+    "DegradationChain",
+    "DegradationOp",
     "DegradationOutput",
     "apply_degradation",
     "apply_to_batch",

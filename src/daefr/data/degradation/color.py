@@ -26,17 +26,7 @@ JITTER_OPS: tuple[str, ...] = ("brightness", "contrast", "saturation", "hue")
 """The four jitter operations; ``jitter_order[i]`` lists indices into this tuple in application order."""
 
 JITTER_KEYS: tuple[str, ...] = ("jitter_pt", "jitter_order", *JITTER_OPS)
-"""Per-sample parameters of the torchvision-style jitter (optional in replayed params: absent = off)."""
-
-
-def no_jitter(batch: int) -> dict[str, Tensor]:
-    """Parameters that leave every sample unchanged (for params recorded without the jitter)."""
-    return {
-        "jitter_pt": torch.zeros(batch, dtype=torch.bool),
-        "jitter_order": torch.arange(4).repeat(batch, 1),
-        "brightness": torch.ones(batch), "contrast": torch.ones(batch),
-        "saturation": torch.ones(batch), "hue": torch.zeros(batch),
-    }
+"""Per-sample parameters of the torchvision-style jitter."""
 
 
 def to_gray(img: Tensor, mask: Tensor) -> Tensor:
