@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from daefr.utils.lazy import lazy_getattr
 
 __version__ = "0.1.0"
 
@@ -14,13 +14,6 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        import importlib
-
-        module_name, attr = _LAZY[name].split(":")
-        return getattr(importlib.import_module(module_name), attr)
-    raise AttributeError(f"module 'daefr' has no attribute {name!r}")
-
+__getattr__ = lazy_getattr("daefr", _LAZY)
 
 __all__ = ["__version__", *_LAZY]

@@ -9,7 +9,7 @@ Public names are imported on first use (``import daefr.interop`` stays light):
 
 from __future__ import annotations
 
-from typing import Any
+from daefr.utils.lazy import lazy_getattr
 
 _LAZY = {
     "read_official_checkpoint": "daefr.interop.official_reader:read_official_checkpoint",
@@ -20,13 +20,6 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        import importlib
-
-        module_name, attr = _LAZY[name].split(":")
-        return getattr(importlib.import_module(module_name), attr)
-    raise AttributeError(f"module 'daefr.interop' has no attribute {name!r}")
-
+__getattr__ = lazy_getattr("daefr.interop", _LAZY)
 
 __all__ = list(_LAZY)

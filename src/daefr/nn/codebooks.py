@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from daefr.nn.contracts import Codebook, QuantizerOutput, code_usage_stats
+from daefr.nn.quantizer import init_codebook
 
 __all__ = ["CosineCodebook", "EMACodebook"]
 
@@ -38,13 +39,11 @@ class CosineCodebook(Codebook):
     on the encoder side, codebook term on the codes). Keeps many more codes alive than Euclidean VQ.
     """
 
+    beta: float  #: weight of the loss term (see the class doc)
+
     def __init__(self, n_embed: int = 1024, embed_dim: int = 256, beta: float = 0.25) -> None:
         super().__init__()
-        if n_embed < 1 or embed_dim < 1:
-            raise ValueError(f"CosineCodebook needs n_embed >= 1 and embed_dim >= 1, got {n_embed}, {embed_dim}")
-        self.n_embed = n_embed
-        self.embed_dim = embed_dim
-        self.beta = beta
+        init_codebook(self, "CosineCodebook", n_embed, embed_dim, beta)
         self.embedding = nn.Embedding(n_embed, embed_dim)
         nn.init.normal_(self.embedding.weight)
 
@@ -78,6 +77,7 @@ class EMACodebook(Codebook):
 
     embed_sum: Tensor
     cluster_size: Tensor
+    beta: float  #: weight of the loss term (see the class doc)
 
     def __init__(
         self,
@@ -89,13 +89,9 @@ class EMACodebook(Codebook):
         dead_threshold: float = 1e-3,
     ) -> None:
         super().__init__()
-        if n_embed < 1 or embed_dim < 1:
-            raise ValueError(f"EMACodebook needs n_embed >= 1 and embed_dim >= 1, got {n_embed}, {embed_dim}")
+        init_codebook(self, "EMACodebook", n_embed, embed_dim, beta)
         if not 0.0 < decay < 1.0:
             raise ValueError(f"EMACodebook decay must be in (0, 1), got {decay}")
-        self.n_embed = n_embed
-        self.embed_dim = embed_dim
-        self.beta = beta
         self.decay = decay
         self.eps = eps
         self.dead_threshold = dead_threshold

@@ -14,6 +14,7 @@ loss in float32. In float32 this changes nothing.
 from __future__ import annotations
 
 import contextlib
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -21,7 +22,7 @@ from torch import Tensor, nn
 
 from daefr.nn.contracts import Codebook, QuantizerOutput, code_usage_stats
 
-__all__ = ["VectorQuantizer", "float32_region", "nearest_codes"]
+__all__ = ["VectorQuantizer", "float32_region", "init_codebook", "nearest_codes"]
 
 
 def float32_region(t: Tensor) -> contextlib.AbstractContextManager[object]:
@@ -41,6 +42,13 @@ def nearest_codes(flat: Tensor, codebook: Tensor) -> Tensor:
     return torch.argmin(distances, dim=1)
 
 
+def init_codebook(module: Any, who: str, n_embed: int, embed_dim: int, beta: float) -> None:
+    """Check and set a codebook's ``n_embed``, ``embed_dim`` and loss weight ``beta`` (shared by every codebook)."""
+    if n_embed < 1 or embed_dim < 1:
+        raise ValueError(f"{who} needs n_embed >= 1 and embed_dim >= 1, got {n_embed}, {embed_dim}")
+    module.n_embed, module.embed_dim, module.beta = n_embed, embed_dim, beta
+
+
 class VectorQuantizer(Codebook):
     """Codebook ``vq``: ``n_embed`` learned codes of size ``embed_dim``; key ``embedding.weight``.
 
@@ -48,13 +56,11 @@ class VectorQuantizer(Codebook):
     (legacy ordering, see module doc). Codes start uniform in ``[-1/n_embed, 1/n_embed]``.
     """
 
+    beta: float  #: weight of the loss term (see the class doc)
+
     def __init__(self, n_embed: int = 1024, embed_dim: int = 256, beta: float = 0.25) -> None:
         super().__init__()
-        if n_embed < 1 or embed_dim < 1:
-            raise ValueError(f"VectorQuantizer needs n_embed >= 1 and embed_dim >= 1, got {n_embed}, {embed_dim}")
-        self.n_embed = n_embed
-        self.embed_dim = embed_dim
-        self.beta = beta
+        init_codebook(self, "VectorQuantizer", n_embed, embed_dim, beta)
         # pass the table so nn.Embedding skips its own normal_ init (slow on the meta device)
         self.embedding = nn.Embedding(n_embed, embed_dim, _weight=torch.empty(n_embed, embed_dim))
         nn.init.uniform_(self.embedding.weight, -1.0 / n_embed, 1.0 / n_embed)

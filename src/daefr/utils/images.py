@@ -90,7 +90,7 @@ def _check_path(path: Path) -> None:
         raise _fail(path, "empty file (0 bytes)")
 
 
-_SIGNATURES = (
+_SIGNATURES: tuple[tuple[bytes, str], ...] = (
     (b"\x89PNG\r\n\x1a\n", "PNG"),
     (b"\xff\xd8\xff", "JPEG"),
     (b"GIF87a", "GIF"),
@@ -101,25 +101,30 @@ _SIGNATURES = (
 )
 
 
-def _sniff(path: Path) -> str:
-    """Image format named by the file's magic bytes ('' when none), to tell truncated from non-image."""
+def _head(path: Path) -> bytes:
+    """The file's first 16 bytes (b"" when unreadable)."""
     try:
         with open(path, "rb") as handle:
-            head = handle.read(16)
+            return handle.read(16)
     except OSError:
-        return ""
+        return b""
+
+
+def _named_by_magic(head: bytes, table: tuple[tuple[bytes, str], ...]) -> str:
+    return next((name for magic, name in table if head.startswith(magic)), "")
+
+
+def _sniff(path: Path) -> str:
+    """Image format named by the file's magic bytes ('' when none), to tell truncated from non-image."""
+    head = _head(path)
     if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
         return "WebP"
-    return next((name for magic, name in _SIGNATURES if head.startswith(magic)), "")
+    return _named_by_magic(head, _SIGNATURES)
 
 
 def _refused_format(path: Path) -> str:
-    try:
-        with open(path, "rb") as handle:
-            head = handle.read(8)
-    except OSError:
-        return ""
-    return next((name for magic, name in _REFUSED_SIGNATURES if head.startswith(magic)), "")
+    """A format that is never decoded (named by its magic bytes), or ''."""
+    return _named_by_magic(_head(path), _REFUSED_SIGNATURES)
 
 
 def _to_rgb(image: Image.Image, alpha: str) -> np.ndarray:
