@@ -75,6 +75,9 @@ def main(args: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog=f"daefr {command}", description=module.HELP)
     module.add_arguments(parser)
     ns = parser.parse_intermixed_args(rest)  # options may follow positional lists (`train CHAIN a=1 --out D`)
+    from daefr.commands._options import finish
+
+    finish(parser, ns, tuple(getattr(module, "REQUIRED", ())))  # old positional spellings; required options
     try:
         return int(module.run(ns) or 0)
     except DaefrError as exc:

@@ -87,9 +87,16 @@ def test_whole_photos_bad_inputs_and_no_overwrite(
     sentinel = out / "restored_imgs" / "astronaut.png"
     sentinel.write_bytes(b"an older result that must survive")
 
+    # a non-empty output folder is refused without --force, in one line, before any work
+    assert main(["restore", str(inputs), "-o", str(out), "-w", str(identity_weights), "--no-progress",
+                 *FAST_DETECTOR]) == 1
+    refused = capsys.readouterr()
+    assert "is not empty; pass --force" in refused.err and refused.err.count("\n") == 1 and not refused.out
     code = main(["restore", str(inputs), "-o", str(out), "-w", str(identity_weights), "--max-faces", "1",
-                 "--paste", "residual", "--compare", "--no-progress", *FAST_DETECTOR])
-    report = capsys.readouterr().out
+                 "--paste", "residual", "--compare", "--no-progress", "--force", *FAST_DETECTOR])
+    captured = capsys.readouterr()
+    report = captured.out
+    assert f"outputs named astronaut_1 (astronaut is taken in {out})" in captured.err  # said, not silent
     assert code == 1
     failed = {line.split("FAILED ", 1)[1] for line in report.splitlines() if "FAILED " in line}
     for name, fragment in expected.items():
@@ -118,7 +125,7 @@ def test_whole_photos_bad_inputs_and_no_overwrite(
     # a second run keeps every earlier output and picks fresh names
     first = _digest(out / "restored_faces")
     assert main(["restore", str(inputs / "gray.png"), "-o", str(out), "-w", str(identity_weights),
-                 "--max-faces", "1", "--no-progress", *FAST_DETECTOR]) == 0
+                 "--max-faces", "1", "--no-progress", "--force", *FAST_DETECTOR]) == 0
     assert _digest(out / "restored_faces").items() >= first.items()
     assert (out / "restored_faces" / "gray_1_00.png").is_file()
 

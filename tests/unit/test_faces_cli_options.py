@@ -76,7 +76,9 @@ def test_arch_and_fast_reach_the_loader(
         return module
 
     monkeypatch.setattr(inference_options, "optimize_for_inference", fake_optimize)
-    code = main(["restore", str(crop), "--aligned", "-o", str(tmp_path / "o"), "-w", "x.ckpt", "--no-progress",
+    (tmp_path / "x.ckpt").write_bytes(b"stand-in: the loader is replaced")
+    code = main(["restore", str(crop), "--aligned", "-o", str(tmp_path / "o"), "-w", str(tmp_path / "x.ckpt"),
+                 "--no-progress",
                  *flags])
     assert code == 0
     assert captured["load"] == expected
@@ -86,7 +88,9 @@ def test_arch_and_fast_reach_the_loader(
 
 def test_detector_args_and_speed_options_reach_the_restorer(captured: dict[str, Any], crop: Path,
                                                             tmp_path: Path) -> None:
-    code = main(["restore", str(crop), "--aligned", "-o", str(tmp_path / "o"), "-w", "x", "--no-progress",
+    (tmp_path / "x").write_bytes(b"stand-in: the loader is replaced")
+    code = main(["restore", str(crop), "--aligned", "-o", str(tmp_path / "o"), "-w", str(tmp_path / "x"),
+                 "--no-progress",
                  "--detector-arg", "landmarks=5", "--detector-arg", "weights=/some/file.dat",
                  "--batch-size", "3", "--precision", "bf16", "--device", "cpu", "--paste", "residual",
                  "--upsampler", "lanczos"])

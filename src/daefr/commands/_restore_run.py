@@ -32,17 +32,21 @@ def _reason(path: Path | str, exc: BaseException | str) -> str:
 class OutputWriter:
     """Writes one input's files under ``root`` with a stem that collides with nothing on disk or in this run."""
 
-    def __init__(self, root: Path, ext: str, aligned: bool, compare: bool) -> None:
+    def __init__(self, root: Path, ext: str, aligned: bool, compare: bool, suffix: str = "") -> None:
         self.root = root
-        self.ext = ext
+        self.ext = ext  # png, jpg, webp, or auto: the input's own format
         self.aligned = aligned
         self.compare = compare
+        self.suffix = f"_{suffix}" if suffix else ""
         self._taken: set[str] = set()
+        self._ext_now = "png" if ext == "auto" else ext
+        self.renamed: list[tuple[Path, str]] = []  # (input, the stem its outputs got) when the name was taken
+        self._last_stem = ""
 
     def plan(self, stem: str, n_faces: int) -> dict[str, list[Path]]:
         """Every file an input with ``stem`` and ``n_faces`` faces will produce, by output folder."""
         def name(folder: str, suffix: str = "") -> Path:
-            return self.root / folder / f"{stem}{suffix}.{self.ext}"
+            return self.root / folder / f"{stem}{suffix}.{self._ext_now}"
 
         if self.aligned:
             files = {"restored_faces": [name("restored_faces")], "cropped_faces": [name("cropped_faces")]}
@@ -65,6 +69,7 @@ class OutputWriter:
             files = self.plan(candidate, n_faces)
             if not any(p.exists() or p.is_symlink() for paths in files.values() for p in paths):
                 self._taken.add(candidate)
+                self._last_stem = candidate
                 return files
         raise AssertionError("unreachable")
 
@@ -75,16 +80,24 @@ class OutputWriter:
         # Another process writing into the same folder may take a name between reserve() and the
         # (non-clobbering) write: then this input's files written so far are removed and it moves to
         # the next free stem, instead of failing.
+        self._ext_now = output_ext(source, self.ext)
+        stem = f"{source.stem}{self.suffix}"
+        source_pixels = getattr(result, "input_image", None)
+        if source_pixels is None and result.faces:
+            source_pixels = result.faces[0].cropped
+        gray = source_pixels is not None and is_gray(source_pixels)
         for _attempt in range(_RACE_RETRIES):
-            files = self.reserve(source.stem, len(result.faces))
+            files = self.reserve(stem, len(result.faces))
             written: list[Path] = []
             try:
                 for path, image in self._images(files, result):
-                    written.append(write_image(path, image, overwrite=False))
+                    written.append(write_image(path, to_gray(image) if gray else image, overwrite=False))
             except FileExistsError:
                 for path in written:  # ours: created by this call (overwrite=False never replaces)
                     path.unlink(missing_ok=True)
                 continue
+            if self._last_stem != stem:
+                self.renamed.append((source, self._last_stem))
             return written
         raise DaefrError(f"{source}: every output name up to {source.stem}_{_RACE_RETRIES} was taken by other "
                          "writers while this one wrote")
@@ -107,6 +120,42 @@ class OutputWriter:
         return images
 
 
+_EXT_OF_SUFFIX = {".png": "png", ".jpg": "jpg", ".jpeg": "jpg", ".webp": "webp"}
+
+
+def output_ext(source: Path, ext: str) -> str:
+    """``ext``, or with ``auto`` the input's own format (png for formats restore does not write)."""
+    return _EXT_OF_SUFFIX.get(source.suffix.lower(), "png") if ext == "auto" else ext
+
+
+def is_gray(image: np.ndarray) -> bool:
+    """True for (H, W) images and RGB images whose three channels are equal (a gray photo read as RGB)."""
+    data = np.asarray(image)
+    if data.ndim == 2:
+        return True
+    return bool(data.ndim == 3 and data.shape[2] >= 3 and np.array_equal(data[..., 0], data[..., 1])
+                and np.array_equal(data[..., 1], data[..., 2]))
+
+
+def to_gray(image: np.ndarray) -> np.ndarray:
+    """(H, W, 3) uint8 RGB -> (H, W) uint8 BT.601 luma; (H, W) unchanged."""
+    data = np.asarray(image)
+    if data.ndim == 2:
+        return data
+    luma = data[..., :3].astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)
+    return np.clip(np.rint(luma), 0, 255).astype(np.uint8)
+
+
+def has_visible_files(folder: Path) -> bool:
+    """True when ``folder`` holds a file or folder whose name does not start with a dot, at any depth."""
+    if not folder.is_dir():
+        return False
+    for entry in folder.rglob("*"):
+        if not any(part.startswith(".") for part in entry.relative_to(folder).parts) and entry.is_file():
+            return True
+    return False
+
+
 def _detector_spec(args: argparse.Namespace) -> Any:
     options = dict(args.detector_arg or [])
     return {"name": args.detector, **options} if options else args.detector
@@ -124,9 +173,18 @@ def _check(args: argparse.Namespace) -> None:
         raise ConfigError(f"--max-faces must be >= 1, got {args.max_faces}")
     if args.min_face_size < 0:
         raise ConfigError(f"--min-face-size must be >= 0, got {args.min_face_size}")
+    fidelity = getattr(args, "fidelity", 0.0)
+    if not 0.0 <= fidelity <= 1.0:
+        raise ConfigError(f"--fidelity must be in [0, 1] (0: restored face, 1: input face), got {fidelity:g}")
+    suffix = getattr(args, "suffix", "")
+    if suffix and (any(c in suffix for c in "/\\") or suffix.startswith(".")):
+        raise ConfigError(f"--suffix {suffix!r} must be a plain name part (no slash, not starting with a dot)")
     out = Path(args.output)
     if out.exists() and not out.is_dir():
         raise ConfigError(f"--output {out} exists and is not a folder")
+    if not getattr(args, "force", True) and has_visible_files(out):
+        raise ConfigError(f"--output {out} is not empty; pass --force to add to it (existing files are kept: "
+                          "clashing names get _1, _2, ...) or choose an empty folder")
 
 
 def _gather(inputs: list[str], tracker: BatchTracker, exts: tuple[str, ...]) -> list[Path]:
@@ -224,14 +282,21 @@ def _restore_all(args: argparse.Namespace, arch: str | dict[str, Any] | None, vi
     images = [p for p in paths if p.suffix.lower() not in video_exts]
     if not paths:
         return
+    from daefr.commands._restore_setup import announce, check_backend, setup_components, wrap_fidelity
+
     for folder in OUTPUT_FOLDERS:  # hidden temporaries of a run that was killed mid-write
         clean_orphaned_temps(Path(args.output) / folder)
+    # set-up errors (a misspelled detector or upsampler, detector weights, a backend that cannot run the
+    # file) are one line here, before any weights are loaded and before the loop
+    backend = check_backend(args.weights, getattr(args, "backend", "auto"))
+    detector, upsampler = setup_components(args, _detector_spec(args), needs_detector=bool(videos) or not args.aligned)
     restorer = state.restorer = Restorer.from_pretrained(
-        args.weights, device=args.device, precision=args.precision, arch=arch, fast=args.fast,
-        backend=getattr(args, "backend", "torch"),
-        detector=_detector_spec(args), upsampler=args.upsampler, batch_size=args.batch_size, paste=args.paste,
+        args.weights, device=args.device, precision=args.precision, arch=arch, fast=args.fast, backend=backend,
+        detector=detector, upsampler=upsampler, batch_size=args.batch_size, paste=args.paste,
     )
-    writer = OutputWriter(Path(args.output), args.ext, args.aligned, args.compare)
+    wrap_fidelity(restorer, getattr(args, "fidelity", 0.0))
+    sizes = announce(restorer, args, backend, _say)
+    writer = OutputWriter(Path(args.output), args.ext, args.aligned, args.compare, getattr(args, "suffix", ""))
     bar = tqdm(total=len(images), unit="img", disable=args.no_progress or not images, file=sys.stderr,
                desc="restore")
 
@@ -259,11 +324,16 @@ def _restore_all(args: argparse.Namespace, arch: str | dict[str, Any] | None, vi
             if not result.faces:
                 tracker.failed(path, _no_face_reason(result.faces_found, args.aligned))
                 continue
+            sizes.observe(result)
             try:
                 writer.write(path, result)
             except (DaefrError, OSError, ValueError) as exc:
                 tracker.failed(path, _reason(path, exc))
                 continue
+            if writer.renamed:
+                source, stem = writer.renamed.pop()
+                _say(f"note: {source}: outputs named {stem} ({source.stem}{writer.suffix} is taken in {args.output})",
+                     file=sys.stderr)
             state.faces_restored += len(result.faces)
             tracker.succeeded(path)
     finally:

@@ -193,6 +193,12 @@ def nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float) -> list[int
     return keep
 
 
+#: The facexlib file name RetinaFace weights are looked up by, and where to get it.
+RETINAFACE_FILE = "detection_Resnet50_Final.pth"
+RETINAFACE_SOURCE = ("https://github.com/xinntao/facexlib/releases (v0.1.0, detection_Resnet50_Final.pth); pass "
+                     "it with --detector-arg weights=PATH")
+
+
 def load_retinaface(weights: str | Path, device: str | torch.device = "cpu") -> RetinaFaceResNet50:
     """The network with weights from a facexlib ``detection_Resnet50_Final.pth`` (or a safetensors copy)."""
     path = Path(weights)
@@ -244,14 +250,19 @@ class RetinaFaceDetector(FaceDetector):
 
     def __init__(
         self,
-        weights: str,
+        weights: str | None = None,
         threshold: float = 0.8,
         nms_threshold: float = 0.4,
         min_short_side: int | None = 640,
         device: str = "cpu",
     ) -> None:
+        from daefr.utils.weights import resolve_weights
+
         self.device = torch.device(device)
-        self.model = load_retinaface(weights, self.device)
+        # looked up like every weight file: a path, a folder, $DAEFR_WEIGHTS_DIR, the torch.hub cache
+        path = resolve_weights(weights, RETINAFACE_FILE, "RetinaFace detector weights", RETINAFACE_SOURCE,
+                               search_torch_hub=True)
+        self.model = load_retinaface(path, self.device)
         self.threshold = float(threshold)
         self.nms_threshold = float(nms_threshold)
         self.min_short_side = min_short_side

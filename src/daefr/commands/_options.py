@@ -1,0 +1,140 @@
+"""One vocabulary for the options that several ``daefr`` subcommands share.
+
+:data:`SHARED_OPTIONS` is the table: one spelling and one meaning per concept, checked against every
+subcommand by ``tests/unit/test_cli_vocabulary.py``. The ``add_*`` helpers add an option the table's
+way; spellings used before 0.2 stay accepted as hidden aliases for one release (:func:`add_alias`,
+:func:`add_positional_alias`) and print a one-line note naming the new spelling.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = ["SHARED_OPTIONS", "SharedOption", "add_alias", "add_device", "add_force", "add_no_progress",
+           "add_output", "add_positional_alias", "add_weights", "finish", "resolve_device"]
+
+
+@dataclass(frozen=True)
+class SharedOption:
+    """A concept: its flags, the argparse ``dest``, its default (``...``: set per command) and meaning."""
+
+    flags: tuple[str, ...]
+    dest: str
+    default: Any
+    meaning: str
+
+
+SHARED_OPTIONS: dict[str, SharedOption] = {
+    "weights": SharedOption(("-w", "--weights"), "weights", ...,
+                            "restorer weights: a file, a name from `daefr weights list` or an hf:// URI"),
+    "output": SharedOption(("-o", "--output"), "output", ..., "where the command writes (a folder or a file)"),
+    "force": SharedOption(("--force",), "force", False, "replace an existing output file / write into a "
+                          "non-empty output folder"),
+    "device": SharedOption(("--device",), "device", "auto", "torch device: auto (cuda, then mps, then cpu), "
+                           "cpu, cuda, cuda:N, mps"),
+    "no_progress": SharedOption(("--no-progress",), "no_progress", False, "no progress bar or per-image lines"),
+    "aligned": SharedOption(("--aligned",), "aligned", ..., "inputs are aligned face crops (restore: default "
+                            "off, photos; evaluate: default on, a test set of crops)"),
+    "batch_size": SharedOption(("--batch-size",), "batch_size", ..., "images per network call"),
+    "size": SharedOption(("--size",), "size", None, "resize images to SIZE x SIZE first (default: keep)"),
+}
+
+_RENAMED: dict[str, str] = {}  # dest of a hidden alias -> note printed when it is used
+
+
+class _Alias(argparse.Action):
+    """A hidden old spelling: stores into the new option's dest and says once that it was renamed."""
+
+    def __init__(self, *args: Any, new: str, value: Any = None, **kwargs: Any) -> None:
+        self.new, self.value = new, value
+        super().__init__(*args, **kwargs)
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any,
+                 option_string: str | None = None) -> None:
+        setattr(namespace, self.dest, self.value if self.nargs == 0 else values)
+        print(f"{parser.prog}: note: {option_string} is now {self.new}; the old spelling goes in daefr 0.2",
+              file=sys.stderr)
+
+
+def add_alias(parser: argparse.ArgumentParser | Any, old: str, dest: str, new: str, *,
+              flag_value: Any = None) -> None:
+    """Accept ``old`` (hidden from --help) for option ``new``; ``flag_value``: the old one was a flag."""
+    if flag_value is not None:
+        parser.add_argument(old, dest=dest, nargs=0, action=_Alias, new=new, value=flag_value,
+                            default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+    else:
+        parser.add_argument(old, dest=dest, action=_Alias, new=new, default=argparse.SUPPRESS,
+                            help=argparse.SUPPRESS)
+
+
+def add_positional_alias(parser: argparse.ArgumentParser | Any, name: str, dest: str, new: str) -> None:
+    """Accept the value of ``new`` positionally, as before 0.2 (hidden; :func:`finish` moves it to ``dest``)."""
+    parser.add_argument(f"_old_{name}", nargs="?", default=None, metavar=name.upper(), help=argparse.SUPPRESS)
+    _RENAMED[f"_old_{name}"] = f"{dest}|{new}"
+
+
+def finish(parser: argparse.ArgumentParser, ns: argparse.Namespace, required: tuple[str, ...] = ()) -> None:
+    """After parsing: move positional aliases into their options; refuse a missing required one (usage error)."""
+    for key, target in _RENAMED.items():
+        value = getattr(ns, key, None)
+        if not hasattr(ns, key):
+            continue
+        delattr(ns, key)
+        if value is None:
+            continue
+        dest, new = target.split("|", 1)
+        if getattr(ns, dest, None) not in (None, value) and getattr(ns, dest, None) != parser.get_default(dest):
+            parser.error(f"{value} given both positionally and as {new}; give it once, as {new}")
+        setattr(ns, dest, value)
+        print(f"{parser.prog}: note: give {value} as {new} (the positional form goes in daefr 0.2)",
+              file=sys.stderr)
+    for dest in required:
+        if getattr(ns, dest, None) is None:
+            flags = "/".join(SHARED_OPTIONS[dest].flags) if dest in SHARED_OPTIONS else dest
+            parser.error(f"the following arguments are required: {flags}")
+
+
+def add_weights(parser: argparse.ArgumentParser | Any, default: str | None, help: str) -> None:
+    """``-w/--weights`` (the table's spelling)."""
+    parser.add_argument("-w", "--weights", default=default, help=help)
+
+
+def add_output(parser: argparse.ArgumentParser | Any, help: str, *, default: str | None = None,
+               old: tuple[str, ...] = ()) -> None:
+    """``-o/--output``; ``old`` are hidden spellings used before (e.g. ``--out``)."""
+    parser.add_argument("-o", "--output", default=default, help=help)
+    for spelling in old:
+        add_alias(parser, spelling, "output", "-o/--output")
+
+
+def add_force(parser: argparse.ArgumentParser | Any, help: str) -> None:
+    """``--force``."""
+    parser.add_argument("--force", action="store_true", help=help)
+
+
+def add_device(parser: argparse.ArgumentParser | Any, what: str = "the network") -> None:
+    """``--device`` (default auto: cuda, then mps, then cpu)."""
+    parser.add_argument("--device", default="auto",
+                        help=f"torch device for {what}: auto (cuda, then mps, then cpu; default), cpu, cuda, cuda:N, mps")
+
+
+def add_no_progress(parser: argparse.ArgumentParser | Any, old: tuple[str, ...] = ()) -> None:
+    """``--no-progress``; ``old`` are hidden flag spellings used before (e.g. ``--quiet``)."""
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar or per-image lines")
+    for spelling in old:
+        add_alias(parser, spelling, "no_progress", "--no-progress", flag_value=True)
+
+
+def resolve_device(name: str) -> str:
+    """``auto`` -> ``cuda`` when available, then ``mps``, else ``cpu``; any other name unchanged."""
+    if name != "auto":
+        return name
+    import torch
+
+    if torch.cuda.is_available():
+        return "cuda"
+    mps = getattr(torch.backends, "mps", None)
+    return "mps" if mps is not None and mps.is_available() else "cpu"
