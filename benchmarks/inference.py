@@ -11,8 +11,9 @@ Model: the released architecture (512x512 faces, ch 64, ch_mult 1-2-2-4-4-8, lat
 
 * ``parity``  -- ``DAEFRRestorer`` default (official numerics) under ``torch.no_grad``, as the official
   script runs it;
-* ``fast``    -- ``optimize_for_inference(restorer)`` (InferenceOptions defaults: fused attention, fused
-  blocks, sub-pixel upsampling, lean encoder, argmax, channels-last, inference mode, fp32);
+* ``fast``    -- ``optimize_for_inference(restorer)`` (InferenceOptions defaults: ``set_fast`` = fused
+  attention, fused blocks, sub-pixel upsampling, in-place activations, argmax; channels-last, inference
+  mode, fp32);
 * ``fast-nchw`` -- the same without channels-last;
 * ``onnx``    -- the fast graph exported by ``daefr.interop.export`` (dynamic batch), run by ONNX Runtime
   with the project's session settings (``daefr.interop.export.ONNX_SESSION_DEFAULTS``: no memory pattern,
@@ -44,6 +45,8 @@ from pathlib import Path
 from typing import Any
 
 from machine import cpu_model  # benchmarks/, the script's own folder
+
+from daefr.models.architectures import get_architecture
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # spinning OpenMP threads stall on a loaded CPU
 
@@ -140,7 +143,7 @@ def machine() -> str:
             f"onnxruntime {onnxruntime.__version__}, Python {platform.python_version()}")
 
 
-def ensure_weights(cache: Path, seed: int, arch: str = "full") -> Path:
+def ensure_weights(cache: Path, seed: int, arch: str = "release") -> Path:
     """Seeded random weights (full size by default) in the official layout, loaded by restorer_from_official
     and saved once."""
     path = cache / f"daefr_{arch}_random_seed{seed}.safetensors"
@@ -269,8 +272,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--repeats", type=int, default=5, help="timed runs at batch 1 (after one warm-up)")
     p.add_argument("--repeats-batched", type=int, default=2, help="timed runs at batch > 1")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--arch", choices=("full", "tiny"), default="full",
-                   help="model size (tiny: 64x64, only to try the script out)")
+    p.add_argument("--arch", choices=("release", "parity", "full", "tiny"), default="release",
+                   help="architecture name (parity, alias tiny: 64x64, only to try the script out; full = release)")
     p.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "daefr-bench-inference",
                    help="folder for the random weights, the ONNX export and per-variant outputs")
     p.add_argument("--timeout", type=float, default=3600.0, help="seconds per configuration")
@@ -285,6 +288,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    args.arch = get_architecture(args.arch).name  # old names -> the table's name
     if args.worker:
         print(json.dumps(worker(json.loads(args.worker))), flush=True)
         return 0
@@ -309,7 +313,7 @@ def main(argv: list[str] | None = None) -> int:
         saved: dict[str, Path] = {}
         for cfg in plan(args):
             cfg.update(weights=str(weights), onnx=str(onnx_path) if onnx_path else None,
-                       size=SIZE if args.arch == "full" else 64)
+                       size=get_architecture(args.arch).input_size)
             if cfg["batch"] == 1 and cfg["threads"] == max(args.threads):
                 cfg["save"] = str(args.cache / f"first_face_{args.arch}_{cfg['variant']}.npz")
             result = run_config(cfg, args.timeout)
