@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
 from daefr.errors import ConfigError
 from daefr.models.architectures import (
@@ -69,3 +71,23 @@ def test_official_training_flags_are_handled_in_one_place() -> None:
     official = {**VQGAN_PRESETS["parity_codebook"], "double_z": False, "fix_decoder": True}
     assert build_vqgan(official).quantize.n_embed == 128  # type: ignore[union-attr]
     assert "fix_decoder" not in restorer_arch({**official, "z_channels": 256, "embed_dim": 256})
+
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.parametrize(("config", "name"), [("configs/tiny/restoration.yaml", "smoke"),
+                                              ("configs/demo/restoration.yaml", "demo"),
+                                              ("configs/daefr/restoration.yaml", "release")])
+def test_stage_configs_use_the_named_layouts(config: str, name: str) -> None:
+    """Each restoration config builds exactly its table entry (by name or by the same keywords)."""
+    path = REPO / config
+    if not path.is_file():
+        pytest.skip(f"{config} is not in this checkout")
+    arch = yaml.safe_load(path.read_text())["model"]["init_args"].get("arch", "release")
+    assert restorer_arch(arch) == restorer_arch(name)
+
+
+def test_architecture_full_yaml_is_release() -> None:
+    assert restorer_arch(yaml.safe_load((REPO / "configs/daefr/architecture_full.yaml").read_text())) == \
+        restorer_arch("release")
