@@ -22,9 +22,8 @@ from torch import nn
 
 from daefr.models.vqgan import VQGAN
 from daefr.registry import REGISTRY
-from daefr.stages.base import TrainingStage
-from daefr.stages.codebook import DEFAULT_LOSS, set_loss_quirks, split_special
 from daefr.stages.init_weights import init_autoencoder
+from daefr.stages.manual import DEFAULT_LOSS, ManualOptimisationStage, set_loss_quirks, split_special
 from daefr.stages.reporting import CodeUsage, ImageQuality, log_panel, make_panel
 
 Spec = dict[str, Any] | str
@@ -39,7 +38,7 @@ class _Branches(nn.Module):
         self.lq = lq
 
 
-class AssociationStage(TrainingStage):
+class AssociationStage(ManualOptimisationStage):
     """Association (DAEFR stage 2) of an HQ and an LQ autoencoder.
 
     Args:
@@ -51,7 +50,7 @@ class AssociationStage(TrainingStage):
         init_hq_from, init_lq_from: HQ / LQ codebook-stage checkpoints (ours or official).
         init_from: an association-stage checkpoint (both branches; ours or official).
         special_params_lr_scale: LR factor of decoder + post_quant_conv parameters (official 1.0).
-        **kwargs: optimisation options of :class:`daefr.stages.base.TrainingStage`.
+        **kwargs: optimisation options of :class:`daefr.stages.manual.ManualOptimisationStage`.
     """
 
     def __init__(
@@ -205,34 +204,32 @@ class AssociationStage(TrainingStage):
                 self.step_optimizer(opt, main=i == 0)
         return logs, info_hq, info_lq
 
-    # ----- validation ----------------------------------------------------------------------------
-    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+    # ----- evaluation ----------------------------------------------------------------------------
+    def evaluation_step(self, batch: dict[str, Any], batch_idx: int, split: str) -> None:
         hq_img, lq_img = self.images(batch, "hq"), self.images(batch, "lq")
         z_hq, rec_hq, info_hq = self._branch(self.hq, hq_img)
         z_lq, rec_lq, info_lq = self._branch(self.lq, lq_img)
         assoc = self.association(z_hq, z_lq)
         n = hq_img.shape[0]
-        self.log("val/clip_loss", assoc.loss, on_epoch=True, sync_dist=True, batch_size=n)
+        self.log(f"{split}/clip_loss", assoc.loss, on_epoch=True, sync_dist=True, batch_size=n)
         # top-1 retrieval: an HQ token's best LQ match is the token at the same image and position
         hits = (assoc.logits.argmax(dim=1) == torch.arange(assoc.logits.shape[0], device=assoc.logits.device))
-        self.log("val/association_top1", hits.float().mean(), on_epoch=True, sync_dist=True, batch_size=n)
+        self.log(f"{split}/association_top1", hits.float().mean(), on_epoch=True, sync_dist=True, batch_size=n)
         self.quality_hq.update(rec_hq, hq_img)
         self.quality_lq.update(rec_lq, lq_img)
         self.usage_hq.update(info_hq.indices)
         self.usage_lq.update(info_lq.indices)
         if batch_idx == 0 and self.val_panels > 0:
             panel = make_panel([lq_img, rec_lq, rec_hq, hq_img], self.val_panels)
-            log_panel(self, "val/panel", panel, "LQ | LQ reconstruction | HQ reconstruction | HQ")
+            log_panel(self, f"{split}/panel", panel, "LQ | LQ reconstruction | HQ reconstruction | HQ")
 
-    def on_validation_epoch_end(self) -> None:
+    def evaluation_epoch_end(self, split: str) -> None:
         for name, quality, usage in (("hq", self.quality_hq, self.usage_hq), ("lq", self.quality_lq, self.usage_lq)):
             for key, value in quality.compute().items():
-                self.log(f"val/{name}/{key}", value, sync_dist=True)
+                self.log(f"{split}/{name}/{key}", value, sync_dist=True)
                 if name == "hq" and key == "psnr":
-                    self.log("val/psnr", value, sync_dist=True)  # checkpoint monitor: HQ reconstruction quality
-            counts = self.trainer.strategy.reduce(usage.counts.to(self.device), reduce_op="sum")
-            usage.counts = counts.cpu().double()
+                    self.log(f"{split}/psnr", value, sync_dist=True)  # checkpoint monitor: HQ reconstruction quality
             for key, number in usage.compute().items():
-                self.log(f"val/{name}/{key}", number, sync_dist=True)
+                self.log(f"{split}/{name}/{key}", number.float())  # already summed over processes
             quality.reset()
             usage.reset()

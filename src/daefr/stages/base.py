@@ -1,42 +1,30 @@
-"""Shared training machinery of the daefr stages (manual optimisation).
+"""Shared machinery of the daefr stages: learning rate, schedules, compile, NaN guard, evaluation, checkpoints.
 
-Every stage optimises manually, because the GAN stages alternate generator and discriminator updates.
-This base class provides what Lightning's automatic loop would otherwise do, so the stages behave the
-same under every option:
+:class:`TrainingStage` uses Lightning's automatic optimisation (one optimizer: the restoration stage), so
+the Trainer's own options work unchanged: ``--trainer.accumulate_grad_batches``,
+``--trainer.gradient_clip_val`` / ``gradient_clip_algorithm``. The GAN stages alternate generator and
+discriminator updates and optimise manually through :class:`daefr.stages.manual.ManualOptimisationStage`.
+Both provide:
 
-* gradient accumulation (``accumulate_grad_batches``; the Trainer's own option must stay 1),
-* gradient clipping (``gradient_clip_val``; the Trainer's option is not available in manual mode),
 * learning-rate schedules stepped once per optimizer step (``lr_scheduler``),
-* the taming/DAEFR learning-rate scaling rule (``scale_lr``), see :meth:`effective_learning_rate`,
-* NaN/Inf detection: a step whose loss is not finite is skipped; ``max_nonfinite_steps`` in a row stop
-  training with :class:`NonFiniteLossError`,
-* ``global_step`` counts generator (main optimizer) steps only: discriminator steps go through the
-  strategy directly, so ``--trainer.max_steps N`` means N generator updates in every stage.
-* ``torch.compile`` of the trained networks (``compile: true`` or a dict of ``torch.compile`` options).
-* ``official_quirks`` (default on): reproduce the official training loop step for step (pytorch-lightning
-  1.0.8 with several optimizers): every optimizer runs its own forward pass after the previous optimizer's
-  update, discriminators step (on exactly-zero gradients) before ``disc_start``, the GAN terms and the
-  adaptive weight are evaluated (and multiplied by 0) before ``disc_start``, and LPIPS keeps its dropout
-  active in training. ``official_quirks: false`` runs one forward pass per batch for all optimizers, skips
-  the discriminators until ``disc_start`` and keeps LPIPS in eval mode (see docs/training.md, "Fidelity to
-  the official training", for what each difference changes).
-
-Per optimizer the loop is :meth:`TrainingStage.optimise` (backward of one micro-batch, then clip + step +
-zero_grad when the accumulation window closes), opened by :meth:`TrainingStage.begin_micro_batch` and closed
-by :meth:`TrainingStage.end_window` (NaN bookkeeping and schedulers).
+* the taming/DAEFR learning-rate scaling rule (``scale_lr``), see :meth:`TrainingStage.effective_learning_rate`,
+* NaN/Inf detection: a step whose loss is not finite does not change the weights; ``max_nonfinite_steps``
+  in a row stop training with :class:`NonFiniteLossError`,
+* ``torch.compile`` of the trained networks (``compile: true`` or a dict of ``torch.compile`` options),
+* evaluation: ``validation_step`` and ``test_step`` run the same metrics (logged as ``val/*`` and
+  ``test/*``) through :meth:`TrainingStage.evaluation_step` and :meth:`TrainingStage.evaluation_epoch_end`.
+* ``official_quirks`` (default on): reproduce the official training loop step for step (see
+  :mod:`daefr.stages.manual` and docs/training.md, "Fidelity to the official training").
 """
 
 from __future__ import annotations
 
 import math
-import warnings
-from collections.abc import Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import torch
 from lightning.pytorch import LightningModule
-from lightning.pytorch.core.optimizer import LightningOptimizer
 from torch import nn
 from torch.optim.lr_scheduler import LambdaLR, LRScheduler, MultiStepLR
 
@@ -91,7 +79,7 @@ def build_scheduler(optimizer: torch.optim.Optimizer, spec: Mapping[str, Any] | 
 
 
 class TrainingStage(LightningModule):
-    """Base LightningModule of the three stages; subclasses implement ``training_step`` with the helpers below.
+    """Base LightningModule of the stages (automatic optimisation); subclasses implement the steps.
 
     Args:
         learning_rate: base learning rate (per sample when ``scale_lr``; official 4.5e-6).
@@ -99,9 +87,6 @@ class TrainingStage(LightningModule):
         lr_batch_size: batch size used by the rule; default: the data module's ``batch_size``.
         betas: Adam betas of every optimizer (official (0.5, 0.9)).
         lr_scheduler: per-step schedule spec (see :func:`build_scheduler`); None = constant.
-        accumulate_grad_batches: micro-batches per optimizer step.
-        gradient_clip_val: clip gradients to this norm (or value); None = off.
-        gradient_clip_algorithm: ``norm`` or ``value``.
         max_nonfinite_steps: stop after this many consecutive skipped (NaN/Inf) steps.
         compile: ``torch.compile`` the trained networks (bool, or a dict of compile options).
         val_panels: number of validation samples shown in the LQ | restored | HQ panel.
@@ -115,30 +100,19 @@ class TrainingStage(LightningModule):
         lr_batch_size: int | None = None,
         betas: Sequence[float] = (0.5, 0.9),
         lr_scheduler: dict[str, Any] | None = None,
-        accumulate_grad_batches: int = 1,
-        gradient_clip_val: float | None = None,
-        gradient_clip_algorithm: str = "norm",
         max_nonfinite_steps: int = 10,
         compile: bool | dict[str, Any] = False,
         val_panels: int = 4,
         official_quirks: bool = True,
     ) -> None:
         super().__init__()
-        if accumulate_grad_batches < 1:
-            raise ConfigError(f"accumulate_grad_batches must be >= 1, got {accumulate_grad_batches}")
-        if gradient_clip_algorithm not in ("norm", "value"):
-            raise ConfigError(f"gradient_clip_algorithm must be 'norm' or 'value', got {gradient_clip_algorithm!r}")
         if len(tuple(betas)) != 2:
             raise ConfigError(f"betas must have two values, got {betas}")
-        self.automatic_optimization = False
         self.learning_rate = float(learning_rate)
         self.scale_lr = scale_lr
         self.lr_batch_size = lr_batch_size
         self.betas = (float(betas[0]), float(betas[1]))
         self.lr_scheduler_spec = dict(lr_scheduler) if lr_scheduler else None
-        self.accumulate = int(accumulate_grad_batches)
-        self.clip_val = gradient_clip_val
-        self.clip_algorithm = gradient_clip_algorithm
         self.max_nonfinite_steps = int(max_nonfinite_steps)
         self.compile_option = compile
         self.val_panels = int(val_panels)
@@ -146,9 +120,13 @@ class TrainingStage(LightningModule):
         self.nonfinite_in_a_row = 0
         self.nonfinite_total = 0
         self._window_bad = False
-        self._micro = 0
+        self._bad_names: list[str] = []
 
     # ----- learning rate -------------------------------------------------------------------------
+    def accumulation(self) -> int:
+        """Micro-batches per optimizer step (the Trainer's ``accumulate_grad_batches`` here)."""
+        return int(self.trainer.accumulate_grad_batches) if self._trainer is not None else 1
+
     def effective_learning_rate(self) -> float:
         """``learning_rate`` x (batch x devices x nodes x accumulate) when ``scale_lr`` (taming/DAEFR rule)."""
         if not self.scale_lr:
@@ -165,7 +143,7 @@ class TrainingStage(LightningModule):
                 "`lr_batch_size` or `scale_lr: false`"
             )
         world = self.trainer.world_size if self._trainer is not None else 1
-        return self.learning_rate * int(batch) * world * self.accumulate
+        return self.learning_rate * int(batch) * world * self.accumulation()
 
     def make_adam(self, params: Iterable[Any], lr: float) -> torch.optim.Adam:
         """Adam with the stage's betas over ``params`` (tensors or param-group dicts)."""
@@ -177,18 +155,6 @@ class TrainingStage(LightningModule):
         return build_scheduler(optimizer, self.lr_scheduler_spec, total)
 
     # ----- setup ---------------------------------------------------------------------------------
-    def setup(self, stage: str) -> None:
-        if self._trainer is None:
-            return
-        if self.trainer.accumulate_grad_batches != 1:
-            raise ConfigError(
-                "set the stage's `accumulate_grad_batches` (model.init_args), not the Trainer's: daefr stages "
-                "optimise manually"
-            )
-        precision = str(self.trainer.precision)
-        if self.clip_val and precision.startswith("16"):
-            raise ConfigError("gradient clipping with 16-mixed precision is not supported; use bf16-mixed")
-
     def compiled_modules(self) -> list[nn.Module]:
         """Networks compiled when ``compile`` is on; subclasses list their trained networks."""
         return []
@@ -206,29 +172,7 @@ class TrainingStage(LightningModule):
         """Module whose weights an EMA callback averages (the trained generator)."""
         return self
 
-    # ----- optimisation helpers ------------------------------------------------------------------
-    @contextmanager
-    def frozen(self, *modules: nn.Module | None) -> Iterator[None]:
-        """Temporarily stop gradients to the trainable parameters of ``modules``."""
-        params = [p for m in modules if m is not None for p in m.parameters() if p.requires_grad]
-        for p in params:
-            p.requires_grad_(False)
-        try:
-            yield
-        finally:
-            for p in params:
-                p.requires_grad_(True)
-
-    def begin_micro_batch(self, batch_idx: int) -> bool:
-        """Count one micro-batch; True when it closes an accumulation window (or the epoch)."""
-        self._micro += 1
-        last = bool(getattr(self.trainer.fit_loop.epoch_loop.batch_progress, "is_last_batch", False))
-        return (batch_idx + 1) % self.accumulate == 0 or last
-
-    def step_window(self, batch_idx: int) -> bool:
-        """Alias of :meth:`begin_micro_batch` (older name)."""
-        return self.begin_micro_batch(batch_idx)
-
+    # ----- NaN guard -----------------------------------------------------------------------------
     def finite_or_skip(self, losses: Mapping[str, torch.Tensor]) -> bool:
         """True when every loss is finite; else mark the window bad (its step is skipped)."""
         bad = [k for k, v in losses.items() if not bool(torch.isfinite(v.detach()).all())]
@@ -238,70 +182,51 @@ class TrainingStage(LightningModule):
         self._bad_names = bad
         return False
 
-    def backward_scaled(self, loss: torch.Tensor) -> None:
-        """Backward of one micro-batch loss, scaled for accumulation."""
-        self.manual_backward(loss / self.accumulate)
+    def count_window(self) -> bool:
+        """NaN bookkeeping at the end of an accumulation window; False (and counted) when it was bad."""
+        if not self._window_bad:
+            self.nonfinite_in_a_row = 0
+            return True
+        self._window_bad = False
+        self.nonfinite_in_a_row += 1
+        self.nonfinite_total += 1
+        self.log("train/nonfinite_skipped", float(self.nonfinite_total))
+        if self.nonfinite_in_a_row >= self.max_nonfinite_steps:
+            raise NonFiniteLossError(
+                f"losses {self._bad_names} were NaN/Inf for {self.nonfinite_in_a_row} "
+                f"optimizer steps in a row (global step {self.global_step}); lower the learning rate, "
+                "set gradient_clip_val, or use bf16-mixed instead of 16-mixed precision"
+            )
+        return False
 
-    def step_optimizer(self, opt: LightningOptimizer, main: bool) -> None:
-        """Clip, step and zero the gradients of ``opt``, unless a loss of this window was not finite.
+    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+        """Automatic optimisation: drop the gradients of a window with a NaN/Inf loss (the step changes nothing)."""
+        if not self.automatic_optimization or self.count_window():
+            return
+        for group in optimizer.param_groups:
+            for p in group["params"]:
+                p.grad = None  # Adam skips parameters without a gradient: weights and moments unchanged
 
-        Only the ``main`` (generator) optimizer counts in ``trainer.global_step``; the others go through the
-        strategy directly (same precision handling, not counted).
-        """
-        if self._window_bad:
-            return  # end_window drops the gradients and counts the skipped step
-        if self.clip_val:
-            self.clip_gradients(opt.optimizer, gradient_clip_val=self.clip_val, gradient_clip_algorithm=self.clip_algorithm)
-        if main:
-            opt.step()
-        else:
-            self.trainer.strategy.optimizer_step(opt.optimizer, closure=_no_closure)
-        opt.zero_grad(set_to_none=True)
+    # ----- evaluation ----------------------------------------------------------------------------
+    def evaluation_step(self, batch: dict[str, Any], batch_idx: int, split: str) -> None:
+        """Metrics of one evaluation batch, logged under ``{split}/`` (``val`` or ``test``)."""
+        raise NotImplementedError
 
-    def optimise(self, opt: LightningOptimizer, loss: torch.Tensor, closes: bool, name: str, main: bool = False) -> None:
-        """One optimizer's turn: backward of ``loss`` (skipped when not finite), then step when ``closes``."""
-        if self.finite_or_skip({name: loss}):
-            self.backward_scaled(loss)
-        if closes:
-            self.step_optimizer(opt, main)
+    def evaluation_epoch_end(self, split: str) -> None:
+        """Log and reset the epoch metrics of ``split``."""
 
-    def end_window(self, optimizers: Sequence[LightningOptimizer]) -> bool:
-        """Close an accumulation window: NaN bookkeeping and schedulers; False when its steps were skipped."""
-        self._micro = 0
-        if self._window_bad:
-            self._window_bad = False
-            for opt in optimizers:
-                opt.zero_grad(set_to_none=True)
-            self.nonfinite_in_a_row += 1
-            self.nonfinite_total += 1
-            self.log("train/nonfinite_skipped", float(self.nonfinite_total))
-            if self.nonfinite_in_a_row >= self.max_nonfinite_steps:
-                raise NonFiniteLossError(
-                    f"losses {getattr(self, '_bad_names', [])} were NaN/Inf for {self.nonfinite_in_a_row} "
-                    f"optimizer steps in a row (global step {self.global_step}); lower the learning rate, "
-                    "set gradient_clip_val, or use bf16-mixed instead of 16-mixed precision"
-                )
-            return False
-        self.nonfinite_in_a_row = 0
-        schedulers = self.lr_schedulers()
-        with warnings.catch_warnings():
-            # schedulers of optimizers that did not step yet (discriminators before disc_start) still
-            # advance, so that every schedule follows global_step
-            warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step", category=UserWarning)
-            for sch in schedulers if isinstance(schedulers, list) else ([schedulers] if schedulers else []):
-                sch.step()  # type: ignore[union-attr,call-arg]
-        return True
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        self.evaluation_step(batch, batch_idx, "val")
 
-    def finish_window(self, main: LightningOptimizer, others: Sequence[LightningOptimizer] = ()) -> bool:
-        """Clip and step ``main`` then ``others`` at the end of a window, then :meth:`end_window`."""
-        for i, opt in enumerate([main, *others]):
-            self.step_optimizer(opt, main=i == 0)
-        return self.end_window([main, *others])
+    def on_validation_epoch_end(self) -> None:
+        self.evaluation_epoch_end("val")
 
-    def optimizer_list(self) -> list[LightningOptimizer]:
-        """The Lightning-wrapped optimizers, always as a list."""
-        opts = self.optimizers()
-        return list(opts) if isinstance(opts, list) else [opts]  # type: ignore[list-item]
+    def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        """The validation metrics on a test set, logged as ``test/*`` (``daefr test``)."""
+        self.evaluation_step(batch, batch_idx, "test")
+
+    def on_test_epoch_end(self) -> None:
+        self.evaluation_epoch_end("test")
 
     # ----- batches -------------------------------------------------------------------------------
     @staticmethod
@@ -349,6 +274,3 @@ class TrainingStage(LightningModule):
                 )
         return super().load_state_dict(merged, strict=strict, assign=assign)
 
-
-def _no_closure() -> None:
-    return None

@@ -19,36 +19,12 @@ from torch import nn
 from daefr.errors import ConfigError
 from daefr.models.vqgan import VQGAN
 from daefr.registry import REGISTRY
-from daefr.stages.base import TrainingStage
 from daefr.stages.init_weights import init_autoencoder
+from daefr.stages.manual import DEFAULT_LOSS, ManualOptimisationStage, set_loss_quirks, split_special
 from daefr.stages.reporting import CodeUsage, ImageQuality, log_panel, make_panel
 
-DEFAULT_LOSS: dict[str, Any] = {"name": "vqgan"}
 
-
-def split_special(named: list[tuple[str, nn.Parameter]], rule: str) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
-    """Split parameters into (normal, special) by the official rule: ``decoder_attn`` or ``decoder``."""
-    normal: list[nn.Parameter] = []
-    special: list[nn.Parameter] = []
-    for name, p in named:
-        if not p.requires_grad:
-            continue
-        if rule == "decoder_attn":
-            is_special = "decoder" in name and "attn" in name
-        else:
-            is_special = "decoder" in name or "post_quant_conv" in name
-        (special if is_special else normal).append(p)
-    return normal, special
-
-
-def set_loss_quirks(loss: nn.Module, enabled: bool) -> None:
-    """Give a branch loss the stage's ``official_quirks`` (losses without the switch are left alone)."""
-    setter = getattr(loss, "set_official_quirks", None)
-    if callable(setter):
-        setter(enabled)
-
-
-class CodebookStage(TrainingStage):
+class CodebookStage(ManualOptimisationStage):
     """Codebook learning (DAEFR stage 1), run once with ``target: hq`` and once with ``target: lq``.
 
     Args:
@@ -57,7 +33,7 @@ class CodebookStage(TrainingStage):
         target: ``hq`` reconstructs ``batch["hq"]``; ``lq`` reconstructs the degraded ``batch["lq"]``.
         init_from: checkpoint (ours or official) to start from; its autoencoder and discriminator load.
         special_params_lr_scale: LR factor of the decoder attention parameters (official 1.0).
-        **kwargs: optimisation options of :class:`daefr.stages.base.TrainingStage`.
+        **kwargs: optimisation options of :class:`daefr.stages.manual.ManualOptimisationStage`.
     """
 
     def __init__(
@@ -127,23 +103,21 @@ class CodebookStage(TrainingStage):
         self.log_dict(logs, on_step=True, on_epoch=False)
         self.log("train/loss", logs["train/total_loss"], prog_bar=True, on_step=True, on_epoch=False)
 
-    # ----- validation ----------------------------------------------------------------------------
-    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+    # ----- evaluation ----------------------------------------------------------------------------
+    def evaluation_step(self, batch: dict[str, Any], batch_idx: int, split: str) -> None:
         x = self.images(batch, self.target)
         recon, _, info = self.vqgan(x)
         self.quality.update(recon, x)
         self.usage.update(info.indices)
-        self.log("val/rec_loss", (x - recon).abs().mean(), on_epoch=True, sync_dist=True, batch_size=x.shape[0])
+        self.log(f"{split}/rec_loss", (x - recon).abs().mean(), on_epoch=True, sync_dist=True, batch_size=x.shape[0])
         if batch_idx == 0 and self.val_panels > 0:
             cols = [c for c in (batch.get("lq"), recon, batch.get("hq")) if isinstance(c, torch.Tensor)]
-            log_panel(self, "val/panel", make_panel(cols, self.val_panels), "input | reconstruction | HQ")
+            log_panel(self, f"{split}/panel", make_panel(cols, self.val_panels), "input | reconstruction | HQ")
 
-    def on_validation_epoch_end(self) -> None:
+    def evaluation_epoch_end(self, split: str) -> None:
         for name, value in self.quality.compute().items():
-            self.log(f"val/{name}", value, sync_dist=True)
-        counts = self.usage.counts.to(self.device)
-        self.usage.counts = self.trainer.strategy.reduce(counts, reduce_op="sum").cpu().double()
+            self.log(f"{split}/{name}", value, sync_dist=True)
         for name, number in self.usage.compute().items():
-            self.log(f"val/{name}", number, sync_dist=True)
+            self.log(f"{split}/{name}", number.float())  # already summed over processes
         self.quality.reset()
         self.usage.reset()

@@ -15,7 +15,8 @@ from typing import Any
 import numpy as np
 import torch
 from lightning.pytorch import LightningModule
-from torch import nn
+from torch import Tensor, nn
+from torchmetrics import Metric
 from torchmetrics.image import PeakSignalNoiseRatio, StructuralSimilarityIndexMeasure
 
 
@@ -51,30 +52,36 @@ class ImageQuality(nn.Module):
         self.ssim.reset()
 
 
-class CodeUsage:
-    """Counts code indices over a validation epoch: perplexity and number of codes in use."""
+class CodeUsage(Metric):
+    """Code-index counts over an evaluation epoch (summed across processes): perplexity and codes in use.
 
-    def __init__(self, n_embed: int) -> None:
+    ``update(indices)`` takes int64 indices of any shape; ``compute()`` gives ``{"perplexity",
+    "codes_in_use", "usage_fraction"}`` of the counts of every process (torchmetrics ``sum`` reduction).
+    """
+
+    full_state_update = False
+    counts: Tensor
+
+    def __init__(self, n_embed: int, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
         self.n_embed = int(n_embed)
-        self.counts = torch.zeros(self.n_embed, dtype=torch.float64)
+        self.add_state("counts", default=torch.zeros(self.n_embed, dtype=torch.long), dist_reduce_fx="sum")
 
-    def update(self, indices: torch.Tensor) -> None:
+    def update(self, indices: Tensor) -> None:
         """Add a batch of int64 indices (any shape)."""
-        self.counts += torch.bincount(indices.detach().reshape(-1).cpu(), minlength=self.n_embed).double()
+        self.counts += torch.bincount(indices.detach().reshape(-1), minlength=self.n_embed).to(self.counts.device)
 
-    def compute(self) -> dict[str, float]:
-        """``{"perplexity", "codes_in_use", "usage_fraction"}`` of the accumulated counts."""
-        total = float(self.counts.sum())
-        if total == 0:
-            return {"perplexity": 0.0, "codes_in_use": 0.0, "usage_fraction": 0.0}
-        p = self.counts / total
-        perplexity = float(torch.exp(-(p * torch.log(p + 1e-10)).sum()))
-        used = float((self.counts > 0).sum())
-        return {"perplexity": perplexity, "codes_in_use": used, "usage_fraction": used / self.n_embed}
-
-    def reset(self) -> None:
-        """Forget the counts."""
-        self.counts.zero_()
+    def compute(self) -> dict[str, Tensor]:
+        """Perplexity ``exp(-sum p log(p + 1e-10))``, codes in use and their fraction, as float64 scalars."""
+        counts = self.counts.to(torch.float64)
+        total = counts.sum()
+        if float(total) == 0:
+            zero = torch.zeros((), dtype=torch.float64, device=counts.device)
+            return {"perplexity": zero, "codes_in_use": zero, "usage_fraction": zero}
+        p = counts / total
+        used = (counts > 0).sum().to(torch.float64)
+        return {"perplexity": torch.exp(-(p * torch.log(p + 1e-10)).sum()), "codes_in_use": used,
+                "usage_fraction": used / self.n_embed}
 
 
 def make_panel(columns: Sequence[torch.Tensor], max_rows: int) -> torch.Tensor:

@@ -17,6 +17,7 @@ import torch
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_only
 from torch import nn
 
+from daefr.errors import ConfigError
 from daefr.interop.keymap_daefr import is_daefr_final_state_dict, load_official_into_net
 from daefr.models.daefr_net import DAEFRNet
 from daefr.models.restorer import build_component, restorer_arch
@@ -31,6 +32,10 @@ log = logging.getLogger(__name__)
 
 Spec = dict[str, Any] | str
 _COMPONENTS = ("lq_encoder", "hq_encoder", "fusion", "predictor", "codebook", "decoder")
+MANUAL_ONLY_OPTIONS = {"accumulate_grad_batches": "--trainer.accumulate_grad_batches",
+                       "gradient_clip_val": "--trainer.gradient_clip_val",
+                       "gradient_clip_algorithm": "--trainer.gradient_clip_algorithm"}
+"""Options of the manual GAN stages -> the Trainer option that does the same for this stage."""
 _LAYOUT = ("ch", "ch_mult", "num_res_blocks", "resolution", "attn_resolutions", "z_channels", "dropout",
            "enable_mid", "head_size")
 
@@ -59,7 +64,9 @@ class RestorationStage(TrainingStage):
         export_path: write the restorer (safetensors) there when fitting ends.
         log_rec_loss: also log ``train/rec_loss`` = mean |HQ - restored| (the official ``Rec_loss``; log only,
             no gradient), at the cost of one decoder pass per step under ``no_grad``.
-        **kwargs: optimisation options of :class:`daefr.stages.base.TrainingStage`.
+        **kwargs: optimisation options of :class:`daefr.stages.base.TrainingStage`. This stage uses Lightning's
+            automatic optimisation: accumulate and clip with the Trainer's ``accumulate_grad_batches`` and
+            ``gradient_clip_val`` / ``gradient_clip_algorithm`` (the GAN stages' own options are refused here).
     """
 
     def __init__(
@@ -79,6 +86,12 @@ class RestorationStage(TrainingStage):
         log_rec_loss: bool = False,
         **kwargs: Any,
     ) -> None:
+        manual = sorted(set(kwargs) & set(MANUAL_ONLY_OPTIONS))
+        if manual:
+            raise ConfigError(
+                f"RestorationStage does not take {', '.join(manual)}: it uses Lightning's automatic optimisation; "
+                f"set {', '.join(MANUAL_ONLY_OPTIONS[k] for k in manual)} instead"
+            )
         super().__init__(**kwargs)
         self.save_hyperparameters()
         specs = {"lq_encoder": lq_encoder, "hq_encoder": hq_encoder, "fusion": fusion, "predictor": predictor,
@@ -130,21 +143,17 @@ class RestorationStage(TrainingStage):
         return [opt], [self.make_scheduler(opt)]
 
     # ----- training ------------------------------------------------------------------------------
-    def training_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
         lq, hq = self.images(batch, "lq"), self.images(batch, "hq")
-        (opt,) = self.optimizer_list()
-        closes = self.begin_micro_batch(batch_idx)
         out = self.net(lq, hq, l2_weight=self.l2_weight, decode=False)
         loss = out["loss"]
+        self.finite_or_skip({"train/loss": loss})  # a NaN/Inf window changes no weight (on_before_optimizer_step)
         logs = {"train/ce_loss": out["ce_loss"].detach(), "train/l2_loss": out["l2_loss"].detach()}
         if self.log_rec_loss:  # official Rec_loss: decode of the predicted codes, logged only
             with torch.no_grad():
                 fused = out["fused"]
                 restored = self.net.restorer.decode_indices(out["indices"], (fused.shape[2], fused.shape[3]), fused)
                 logs["train/rec_loss"] = (hq - restored).abs().mean()
-        self.optimise(opt, loss, closes, "train/loss", main=True)
-        if closes:
-            self.end_window([opt])
         perplexity, in_use = code_usage_stats(out["indices"], int(self.net.restorer.n_embed))
         logs.update({
             "train/code_accuracy": (out["indices"] == out["gt_idx"]).float().mean(),
@@ -153,30 +162,36 @@ class RestorationStage(TrainingStage):
         })
         self.log_dict(logs, on_step=True, on_epoch=False)
         self.log("train/loss", loss.detach(), prog_bar=True, on_step=True, on_epoch=False)
+        return loss
 
-    # ----- validation ----------------------------------------------------------------------------
-    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+    # ----- evaluation and prediction ---------------------------------------------------------------
+    def evaluation_step(self, batch: dict[str, Any], batch_idx: int, split: str) -> None:
         lq, hq = self.images(batch, "lq"), self.images(batch, "hq")
         out = self.net(lq, hq, l2_weight=self.l2_weight, decode=True)
         n = lq.shape[0]
-        self.log("val/ce_loss", out["ce_loss"], on_epoch=True, sync_dist=True, batch_size=n)
-        self.log("val/l2_loss", out["l2_loss"], on_epoch=True, sync_dist=True, batch_size=n)
+        self.log(f"{split}/ce_loss", out["ce_loss"], on_epoch=True, sync_dist=True, batch_size=n)
+        self.log(f"{split}/l2_loss", out["l2_loss"], on_epoch=True, sync_dist=True, batch_size=n)
         acc = (out["indices"] == out["gt_idx"]).float().mean()
-        self.log("val/code_accuracy", acc, on_epoch=True, sync_dist=True, batch_size=n)
+        self.log(f"{split}/code_accuracy", acc, on_epoch=True, sync_dist=True, batch_size=n)
         self.quality.update(out["restored"], hq)
         self.usage.update(out["indices"])
         if batch_idx == 0 and self.val_panels > 0:
-            log_panel(self, "val/panel", make_panel([lq, out["restored"], hq], self.val_panels), "LQ | restored | HQ")
+            log_panel(self, f"{split}/panel", make_panel([lq, out["restored"], hq], self.val_panels), "LQ | restored | HQ")
 
-    def on_validation_epoch_end(self) -> None:
+    def evaluation_epoch_end(self, split: str) -> None:
         for key, value in self.quality.compute().items():
-            self.log(f"val/{key}", value, sync_dist=True)
-        counts = self.trainer.strategy.reduce(self.usage.counts.to(self.device), reduce_op="sum")
-        self.usage.counts = counts.cpu().double()
+            self.log(f"{split}/{key}", value, sync_dist=True)
         for key, number in self.usage.compute().items():
-            self.log(f"val/{key}", number, sync_dist=True)
+            self.log(f"{split}/{key}", number.float())  # already summed over processes
         self.quality.reset()
         self.usage.reset()
+
+    def predict_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Any]:
+        """Restore ``batch["lq"]`` (B, 3, H, W) in [-1, 1]: ``{"restored": (B, 3, H, W) in [-1, 1]}`` plus the
+        batch's non-image entries (keys, paths), for a prediction writer."""
+        restored = self.net.restorer(self.images(batch, "lq")).clamp(-1.0, 1.0)
+        extras = {k: v for k, v in batch.items() if k not in ("lq", "hq") and not isinstance(v, torch.Tensor)}
+        return {"restored": restored, **extras}
 
     # ----- export --------------------------------------------------------------------------------
     def export_restorer(self, path: str | Path, use_ema: bool = True) -> Path:

@@ -48,7 +48,7 @@ def _identity(items: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 class FixedBatchDataModule(LightningDataModule):
-    """Serves one fixed batch ``steps`` times per epoch (train) and once for validation.
+    """Serves one fixed batch ``steps`` times per epoch (train) and once for validation, test and predict (LQ only).
 
     Args:
         image_size: side of the square images.
@@ -69,6 +69,13 @@ class FixedBatchDataModule(LightningDataModule):
 
     def val_dataloader(self) -> DataLoader:  # type: ignore[type-arg]
         return DataLoader(_Repeat(self.batch, 1), batch_size=1, collate_fn=_identity)
+
+    def test_dataloader(self) -> DataLoader:  # type: ignore[type-arg]
+        return DataLoader(_Repeat(self.batch, 1), batch_size=1, collate_fn=_identity)
+
+    def predict_dataloader(self) -> DataLoader:  # type: ignore[type-arg]
+        lq_only = {"lq": self.batch["lq"], "key": self.batch["key"]}
+        return DataLoader(_Repeat(lq_only, 1), batch_size=1, collate_fn=_identity)
 
 
 class _Shuffled(Dataset):  # type: ignore[type-arg]

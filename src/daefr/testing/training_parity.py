@@ -391,10 +391,12 @@ def _make_recorder(record: Record, stage: nn.Module) -> Any:
         def on_train_start(self, trainer: Any, pl_module: Any) -> None:
             record.optimizers = list(trainer.optimizers)
             for index, opt in enumerate(trainer.optimizers):
-                opt.register_step_pre_hook(self._pre_step(index))
+                # after the step: under automatic optimisation the gradients only exist once step() has run
+                # its closure; the step leaves them as they were, and they are zeroed later in both modes
+                opt.register_step_post_hook(self._post_step(index))
 
         @staticmethod
-        def _pre_step(index: int) -> Callable[..., None]:
+        def _post_step(index: int) -> Callable[..., None]:
             def hook(optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
                 grads = {param_names[id(p)]: p.grad.detach().clone()
                          for group in optimizer.param_groups for p in group["params"] if p.grad is not None}
