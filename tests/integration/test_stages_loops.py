@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import csv
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -13,6 +15,7 @@ from daefr.stages import CodebookStage, NonFiniteLossError, RestorationStage
 from daefr.stages.reporting import CodeUsage
 from daefr.testing.stages import FixedBatchDataModule
 
+REPO = Path(__file__).resolve().parents[2]
 LAYOUT = {"ch": 32, "ch_mult": [1, 2], "num_res_blocks": 1, "resolution": 16, "attn_resolutions": [],
           "z_channels": 16, "dropout": 0.0, "enable_mid": True, "head_size": 1}
 ARCH = {**LAYOUT, "embed_dim": 32, "n_embed": 32, "fusion_heads": 2, "n_layers": 1, "n_head": 2, "dim_mlp": 32,
@@ -129,3 +132,20 @@ def test_code_usage_sums_counts_across_processes() -> None:
     assert float(stats["codes_in_use"]) == 4 and float(stats["usage_fraction"]) == 0.5
     p = torch.tensor([1, 3, 2, 1], dtype=torch.float64) / 7
     assert float(stats["perplexity"]) == pytest.approx(float(torch.exp(-(p * p.log()).sum())), rel=1e-6)
+
+
+def test_daefr_test_reports_the_metrics_on_a_test_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from daefr.cli import main
+
+    monkeypatch.chdir(REPO)  # the tiny config names the demo faces relative to the repository root
+    code = main(["test", "--config", "configs/tiny/restoration.yaml", "--model.init_args.init_hq_codebook_from", "null",
+                 "--model.init_args.init_association_from", "null", "--trainer.enable_progress_bar", "false",
+                 "--data.init_args.test", "src/daefr/assets/demo_faces/val", "--trainer.default_root_dir", str(tmp_path)])
+    assert code == 0
+    metrics = sorted(tmp_path.glob("logs/**/metrics.csv"))
+    assert metrics, f"no CSV metrics under {tmp_path}"
+    with metrics[-1].open() as handle:
+        rows = list(csv.DictReader(handle))
+    logged = {k: float(v) for row in rows for k, v in row.items() if v}
+    assert {"test/psnr", "test/ssim", "test/code_accuracy", "test/codes_in_use"} <= set(logged)
+    assert logged["test/psnr"] > 0
