@@ -6,12 +6,19 @@ import csv
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 import torch
 from lightning.pytorch import Trainer, seed_everything
 
 from daefr.errors import ConfigError
-from daefr.stages import CodebookStage, NonFiniteLossError, RestorationStage
+from daefr.stages import (
+    AssociationStage,
+    CodebookStage,
+    NonFiniteLossError,
+    RestorationStage,
+    RestoredImageWriter,
+)
 from daefr.stages.reporting import CodeUsage
 from daefr.testing.stages import FixedBatchDataModule
 
@@ -106,6 +113,11 @@ def test_test_step_logs_the_validation_metrics_on_the_test_set() -> None:
                              loss=LOSS, scale_lr=False, val_panels=0)
     metrics = _trainer(1).test(codebook, datamodule=_data(), verbose=False)[0]
     assert {"test/psnr", "test/rec_loss", "test/perplexity"} <= set(metrics)
+    association = AssociationStage(encoder=ENC, decoder=ENC, codebook={"name": "vq", "n_embed": 32, "embed_dim": 16},
+                                   loss=LOSS, scale_lr=False, val_panels=0)
+    metrics = _trainer(1).test(association, datamodule=_data(), verbose=False)[0]
+    assert {"test/psnr", "test/hq/psnr", "test/lq/ssim", "test/lq/codes_in_use", "test/clip_loss"} <= set(metrics)
+    assert metrics["test/psnr"] == metrics["test/hq/psnr"]
 
 
 def test_predict_step_restores_the_lq_images() -> None:
@@ -119,6 +131,22 @@ def test_predict_step_restores_the_lq_images() -> None:
     stage.eval()
     with torch.no_grad():
         assert torch.equal(restored, stage.net.restorer(data.batch["lq"]).clamp(-1, 1))
+
+
+def test_prediction_writer_writes_one_png_per_key(tmp_path: Path) -> None:
+    from PIL import Image
+
+    stage, data = _stage(), _data()
+    out_dir = tmp_path / "restored"
+    _trainer(1, callbacks=[RestoredImageWriter(str(out_dir))]).predict(stage, datamodule=data, return_predictions=False)
+    assert sorted(p.name for p in out_dir.iterdir()) == ["fixed0.png", "fixed1.png"]
+    stage.eval()
+    with torch.no_grad():
+        expected = ((stage.net.restorer(data.batch["lq"]).clamp(-1, 1) + 1) * 127.5).permute(0, 2, 3, 1)
+    written = torch.from_numpy(np.asarray(Image.open(out_dir / "fixed1.png"))).float()
+    assert written.shape == expected[1].shape and float((written - expected[1]).abs().max()) <= 0.5 + 1e-3
+    with pytest.raises(ConfigError, match="is not empty"):
+        _trainer(1, callbacks=[RestoredImageWriter(str(out_dir))]).predict(stage, datamodule=data)
 
 
 def test_code_usage_sums_counts_across_processes() -> None:

@@ -225,11 +225,6 @@ class AssociationStage(ManualOptimisationStage):
 
     def evaluation_epoch_end(self, split: str) -> None:
         for name, quality, usage in (("hq", self.quality_hq, self.usage_hq), ("lq", self.quality_lq, self.usage_lq)):
-            for key, value in quality.compute().items():
-                self.log(f"{split}/{name}/{key}", value, sync_dist=True)
-                if name == "hq" and key == "psnr":
-                    self.log(f"{split}/psnr", value, sync_dist=True)  # checkpoint monitor: HQ reconstruction quality
-            for key, number in usage.compute().items():
-                self.log(f"{split}/{name}/{key}", number.float())  # already summed over processes
-            quality.reset()
-            usage.reset()
+            values = self.log_epoch_metrics(f"{split}/{name}", quality, usage)
+            if name == "hq":
+                self.log(f"{split}/psnr", values["psnr"], sync_dist=True)  # checkpoint monitor: HQ reconstruction quality

@@ -215,6 +215,20 @@ class TrainingStage(LightningModule):
     def evaluation_epoch_end(self, split: str) -> None:
         """Log and reset the epoch metrics of ``split``."""
 
+    def log_epoch_metrics(self, prefix: str, *metrics: Any) -> dict[str, torch.Tensor]:
+        """Log ``{prefix}/{name}`` for every value the epoch ``metrics`` compute, then reset them; the values.
+
+        Each metric's ``compute()`` already covers every process (torchmetrics syncs its states); ``sync_dist``
+        only keeps Lightning from warning about epoch-level values in distributed runs.
+        """
+        values: dict[str, torch.Tensor] = {}
+        for metric in metrics:
+            values.update({k: torch.as_tensor(v).float() for k, v in metric.compute().items()})
+            metric.reset()
+        for key, value in values.items():
+            self.log(f"{prefix}/{key}", value, sync_dist=True)
+        return values
+
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         self.evaluation_step(batch, batch_idx, "val")
 

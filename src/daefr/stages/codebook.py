@@ -115,9 +115,4 @@ class CodebookStage(ManualOptimisationStage):
             log_panel(self, f"{split}/panel", make_panel(cols, self.val_panels), "input | reconstruction | HQ")
 
     def evaluation_epoch_end(self, split: str) -> None:
-        for name, value in self.quality.compute().items():
-            self.log(f"{split}/{name}", value, sync_dist=True)
-        for name, number in self.usage.compute().items():
-            self.log(f"{split}/{name}", number.float())  # already summed over processes
-        self.quality.reset()
-        self.usage.reset()
+        self.log_epoch_metrics(split, self.quality, self.usage)

@@ -116,12 +116,13 @@ def log_panel(module: LightningModule, key: str, panel: torch.Tensor, caption: s
         elif getattr(logger, "log_dir", None):
             folder = Path(str(logger.log_dir)) / "images"
             path = folder / f"{key.replace('/', '_')}_step{step:07d}.png"
-            _write_png(path, array)
+            write_png(path, array)
             written.append(str(path))
     return written
 
 
-def _write_png(path: Path, array: Any) -> None:
+def write_png(path: Path, array: Any) -> None:
+    """Write an (H, W, 3) uint8 array as a PNG, atomically (temporary file + rename)."""
     from PIL import Image
 
     path.parent.mkdir(parents=True, exist_ok=True)

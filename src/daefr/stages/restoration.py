@@ -179,12 +179,7 @@ class RestorationStage(TrainingStage):
             log_panel(self, f"{split}/panel", make_panel([lq, out["restored"], hq], self.val_panels), "LQ | restored | HQ")
 
     def evaluation_epoch_end(self, split: str) -> None:
-        for key, value in self.quality.compute().items():
-            self.log(f"{split}/{key}", value, sync_dist=True)
-        for key, number in self.usage.compute().items():
-            self.log(f"{split}/{key}", number.float())  # already summed over processes
-        self.quality.reset()
-        self.usage.reset()
+        self.log_epoch_metrics(split, self.quality, self.usage)
 
     def predict_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Any]:
         """Restore ``batch["lq"]`` (B, 3, H, W) in [-1, 1]: ``{"restored": (B, 3, H, W) in [-1, 1]}`` plus the
