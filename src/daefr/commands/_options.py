@@ -2,14 +2,13 @@
 
 :data:`SHARED_OPTIONS` is the table: one spelling and one meaning per concept, checked against every
 subcommand by ``tests/unit/test_cli_vocabulary.py``. The ``add_*`` helpers add an option the table's
-way; spellings used before 0.2 stay accepted as hidden aliases for one release (:func:`add_alias`,
-:func:`add_positional_alias`) and print a one-line note naming the new spelling.
+way; spellings used before 0.2 stay accepted, hidden from ``--help``, for one release (:func:`add_alias`,
+:func:`add_positional_alias`; listed in docs/index.md, "One vocabulary").
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
 from dataclasses import dataclass
 from typing import Any
 
@@ -39,14 +38,16 @@ SHARED_OPTIONS: dict[str, SharedOption] = {
     "aligned": SharedOption(("--aligned",), "aligned", ..., "inputs are aligned face crops (restore: default "
                             "off, photos; evaluate: default on, a test set of crops)"),
     "batch_size": SharedOption(("--batch-size",), "batch_size", ..., "images per network call"),
-    "size": SharedOption(("--size",), "size", None, "resize images to SIZE x SIZE first (default: keep)"),
+    "size": SharedOption(("--size",), "size", ..., "images are made SIZE x SIZE pixels first (shard and "
+                         "make-testset: default keep; degrade-preview: the tile side)"),
 }
 
-_RENAMED: dict[str, str] = {}  # dest of a hidden alias -> note printed when it is used
+_POSITIONAL = "_old_positional__"  # dest prefix of hidden positional aliases (moved by finish())
+_NEW_SPELLING: dict[str, str] = {}  # dest -> its current flags, for messages
 
 
 class _Alias(argparse.Action):
-    """A hidden old spelling: stores into the new option's dest and says once that it was renamed."""
+    """A hidden old spelling: stores into the new option's dest (``new`` names the current spelling)."""
 
     def __init__(self, *args: Any, new: str, value: Any = None, **kwargs: Any) -> None:
         self.new, self.value = new, value
@@ -54,9 +55,8 @@ class _Alias(argparse.Action):
 
     def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any,
                  option_string: str | None = None) -> None:
+        # accepted silently (scripts that parse stderr keep working); docs/restore.md lists the old spellings
         setattr(namespace, self.dest, self.value if self.nargs == 0 else values)
-        print(f"{parser.prog}: note: {option_string} is now {self.new}; the old spelling goes in daefr 0.2",
-              file=sys.stderr)
 
 
 def add_alias(parser: argparse.ArgumentParser | Any, old: str, dest: str, new: str, *,
@@ -70,27 +70,25 @@ def add_alias(parser: argparse.ArgumentParser | Any, old: str, dest: str, new: s
                             help=argparse.SUPPRESS)
 
 
-def add_positional_alias(parser: argparse.ArgumentParser | Any, name: str, dest: str, new: str) -> None:
-    """Accept the value of ``new`` positionally, as before 0.2 (hidden; :func:`finish` moves it to ``dest``)."""
-    parser.add_argument(f"_old_{name}", nargs="?", default=None, metavar=name.upper(), help=argparse.SUPPRESS)
-    _RENAMED[f"_old_{name}"] = f"{dest}|{new}"
+def add_positional_alias(parser: argparse.ArgumentParser | Any, dest: str, new: str) -> None:
+    """Accept option ``new`` (dest ``dest``) positionally, as before 0.2 (hidden; :func:`finish` moves it)."""
+    parser.add_argument(f"{_POSITIONAL}{dest}", nargs="?", default=None, metavar=dest.upper(), help=argparse.SUPPRESS)
+    _NEW_SPELLING[dest] = new
 
 
 def finish(parser: argparse.ArgumentParser, ns: argparse.Namespace, required: tuple[str, ...] = ()) -> None:
     """After parsing: move positional aliases into their options; refuse a missing required one (usage error)."""
-    for key, target in _RENAMED.items():
-        value = getattr(ns, key, None)
-        if not hasattr(ns, key):
-            continue
+    for key in [k for k in vars(ns) if k.startswith(_POSITIONAL)]:
+        value = getattr(ns, key)
         delattr(ns, key)
         if value is None:
             continue
-        dest, new = target.split("|", 1)
-        if getattr(ns, dest, None) not in (None, value) and getattr(ns, dest, None) != parser.get_default(dest):
-            parser.error(f"{value} given both positionally and as {new}; give it once, as {new}")
+        dest = key[len(_POSITIONAL):]
+        given = getattr(ns, dest, None)
+        if given is not None and given != parser.get_default(dest) and given != value:
+            new = _NEW_SPELLING.get(dest, dest)
+            parser.error(f"{value} given positionally and {given} as {new}; give it once, as {new}")
         setattr(ns, dest, value)
-        print(f"{parser.prog}: note: give {value} as {new} (the positional form goes in daefr 0.2)",
-              file=sys.stderr)
     for dest in required:
         if getattr(ns, dest, None) is None:
             flags = "/".join(SHARED_OPTIONS[dest].flags) if dest in SHARED_OPTIONS else dest

@@ -1,7 +1,7 @@
 """``daefr evaluate``: score restored faces (PSNR/SSIM/LPIPS/FID/NIQE/Deg/LMD) and write a report.
 
 Modes: ``--restored DIR --gt DIR`` (paired by file name), ``--restored DIR`` (no-reference metrics),
-``--checkpoint X --lq DIR [--gt DIR]`` (restore aligned faces first, then score), and
+``--weights X --lq DIR [--gt DIR]`` (restore aligned faces first, then score), and
 ``--compare RUN_A RUN_B`` (two report folders side by side). Weights come from the paths given or
 from ``$DAEFR_WEIGHTS_DIR``; metrics whose files are missing are skipped with the reason.
 """
@@ -12,19 +12,35 @@ import argparse
 
 NAME = "evaluate"
 HELP = "score restored faces against ground truth (or alone) and write CSV/JSON/HTML reports"
+REQUIRED = ("output",)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from daefr.commands._options import (
+        add_alias,
+        add_device,
+        add_force,
+        add_no_progress,
+        add_output,
+        add_weights,
+    )
+
     src = parser.add_argument_group("inputs")
     src.add_argument("--restored", help="folder of restored images")
     src.add_argument("--gt", help="folder of ground-truth images (paired with --restored by file name)")
-    src.add_argument("--lq", help="folder of low-quality inputs (shown in the report; restored with --checkpoint)")
-    src.add_argument("--checkpoint", help="restore --lq with this model first (our .safetensors or an official ckpt)")
-    src.add_argument("--not-aligned", action="store_true",
-                     help="with --checkpoint: inputs are whole photos (detect, align, paste back)")
+    src.add_argument("--lq", help="folder of low-quality inputs (shown in the report; restored with --weights)")
+    add_weights(src, None, "restore --lq with these restorer weights first (a .safetensors, the official ckpt, "
+                "a name from `daefr weights list` or an hf:// URI)")
+    add_alias(src, "--checkpoint", "weights", "-w/--weights")
+    src.add_argument("--aligned", action=argparse.BooleanOptionalAction, default=True,
+                     help="with --weights: --lq holds aligned face crops (default); --no-aligned: whole photos "
+                          "(detect, align, paste back)")
+    add_alias(src, "--not-aligned", "aligned", "--no-aligned", flag_value=False)
     src.add_argument("--compare", nargs=2, metavar=("RUN_A", "RUN_B"), help="compare two evaluation output folders")
     out = parser.add_argument_group("output")
-    out.add_argument("--out", "-o", required=True, help="output folder (created)")
+    add_output(out, "output folder (created; a non-empty one is refused unless --force)", old=("--out",))
+    add_force(out, "write into a non-empty output folder (the report files are replaced)")
+    add_no_progress(out)
     out.add_argument("--title", default=None, help="report title")
     out.add_argument("--examples", type=int, default=3, help="best/worst image strips in the report (default 3)")
     m = parser.add_argument_group("metrics")
@@ -32,8 +48,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     m.add_argument("--y-channel", action="store_true", help="PSNR/SSIM on the BT.601 Y channel instead of RGB")
     m.add_argument("--crop-border", type=int, default=0, help="pixels cropped from each side for PSNR/SSIM")
     m.add_argument("--strict", action="store_true", help="fail instead of skipping metrics whose weights are missing")
-    m.add_argument("--device", default="cpu", help="torch device for network metrics (default cpu)")
-    m.add_argument("--batch-size", type=int, default=16, help="Inception batch size for FID")
+    add_device(m, "restoring and the network metrics")
+    m.add_argument("--batch-size", type=int, default=16, help="images per network call (FID Inception; default 16)")
     w = parser.add_argument_group("weights (default: files in $DAEFR_WEIGHTS_DIR)")
     w.add_argument("--weights-dir", help="folder holding the weight files under their standard names")
     w.add_argument("--lpips-vgg", help="torchvision VGG16 weights (vgg16-397923af.pth)")
@@ -52,36 +68,42 @@ def _restore_folder(args: argparse.Namespace, restored_dir: str) -> None:
     from daefr.inference.restorer import Restorer
     from daefr.metrics.restore import restore_folder
 
-    restorer = Restorer.from_pretrained(args.checkpoint, device=args.device)
-    restore_folder(restorer, args.lq, restored_dir, aligned=not args.not_aligned)
+    restorer = Restorer.from_pretrained(args.weights, device=args.device)
+    restore_folder(restorer, args.lq, restored_dir, aligned=args.aligned)
 
 
 def run(args: argparse.Namespace) -> int:
     import sys
     from pathlib import Path
 
+    from daefr.commands._options import resolve_device
+    from daefr.commands._restore_run import has_visible_files
     from daefr.errors import ConfigError
     from daefr.metrics.report import write_comparison, write_run
     from daefr.metrics.suite import MetricsConfig, evaluate_folders
 
+    args.device = resolve_device(args.device)
+    if not args.force and has_visible_files(Path(args.output)):
+        raise ConfigError(f"--output {args.output} is not empty; pass --force to write the report into it (its "
+                          "report files are replaced) or choose an empty folder")
     if args.compare:
-        if args.restored or args.checkpoint:
-            raise ConfigError("--compare takes two run folders and no --restored/--checkpoint")
-        paths = write_comparison(args.compare[0], args.compare[1], args.out, title=args.title or "daefr comparison",
+        if args.restored or args.weights:
+            raise ConfigError("--compare takes two run folders and no --restored/--weights")
+        paths = write_comparison(args.compare[0], args.compare[1], args.output, title=args.title or "daefr comparison",
                                  examples=args.examples)
         print(f"wrote {paths['html']} and {paths['json']}")
         return 0
-    if args.checkpoint:
+    if args.weights:
         if not args.lq:
-            raise ConfigError("--checkpoint needs --lq (the folder of low-quality faces to restore)")
+            raise ConfigError("--weights needs --lq (the folder of low-quality faces to restore)")
         if args.restored:
-            raise ConfigError("give either --restored or --checkpoint, not both")
-        restored = str(Path(args.out) / "restored")
+            raise ConfigError("give either --restored or --weights, not both")
+        restored = str(Path(args.output) / "restored")
         _restore_folder(args, restored)
     elif args.restored:
         restored = args.restored
     else:
-        raise ConfigError("nothing to evaluate: pass --restored DIR, --checkpoint X --lq DIR, or --compare A B")
+        raise ConfigError("nothing to evaluate: pass --restored DIR, --weights X --lq DIR, or --compare A B")
     metrics = tuple(m.strip().lower() for m in args.metrics.split(",") if m.strip()) if args.metrics else None
     if args.niqe_params and (metrics is None or "niqe" in metrics):
         _check_niqe_params(args.niqe_params)
@@ -96,11 +118,12 @@ def run(args: argparse.Namespace) -> int:
 
     from daefr.metrics.images import list_images
 
-    with tqdm(total=len(list_images(restored)), desc="evaluate", unit="img", disable=None) as bar:
+    with tqdm(total=len(list_images(restored)), desc="evaluate", unit="img",
+              disable=True if args.no_progress else None) as bar:
         result = evaluate_folders(restored, args.gt, args.lq, cfg, progress=lambda _name: bar.update())
     if args.fid_save_stats:
         _save_fid_stats(restored, cfg, args.fid_save_stats)
-    paths = write_run(result, args.out, title=args.title or "daefr evaluation", examples=args.examples)
+    paths = write_run(result, args.output, title=args.title or "daefr evaluation", examples=args.examples)
     for name in result.metrics:
         if name in result.skipped:
             print(f"{name:>6}: skipped ({result.skipped[name]})")

@@ -12,13 +12,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("experiment", help="experiment file (see configs/experiments/)")
     parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
                         help="overrides for every variant's chain (KEY or STAGE.KEY, values are YAML)")
-    parser.add_argument("--out", "-o", default=None, help="output folder (default: the file's 'out')")
+    from daefr.commands._options import add_output
+
+    add_output(parser, "output folder (default: the file's 'out'); an existing one is resumed: finished chain "
+               "stages are skipped", old=("--out",))
     parser.add_argument("--seeds", default=None, help="comma-separated seeds instead of the file's (e.g. 0,1,2)")
 
 
 def run(args: argparse.Namespace) -> int:
     import os
 
+    from daefr.config_files import resolve_config_path
     from daefr.errors import ConfigError
     from daefr.experiment import load_experiment, run_experiment
 
@@ -29,7 +33,7 @@ def run(args: argparse.Namespace) -> int:
         except ValueError:
             raise ConfigError(f"--seeds must be comma-separated integers, got {args.seeds!r}") from None
     os.environ.setdefault("WANDB_MODE", "offline")  # never hang on a network that is not there
-    experiment = load_experiment(args.experiment, out=args.out, seeds=seeds, overrides=args.overrides)
+    experiment = load_experiment(resolve_config_path(args.experiment), out=args.output, seeds=seeds, overrides=args.overrides)
     result = run_experiment(experiment)
     print((experiment.out / "report.md").read_text(encoding="utf-8"))
     print(f"report: {result['report']}")

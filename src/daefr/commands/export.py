@@ -5,7 +5,7 @@ codes ``indices (B, T) int64``. ``--batch N`` fixes the batch size; the default 
 ``--fast`` exports the fast-path graph (fused blocks, sub-pixel upsampling, argmax), else the parity
 graph. ``--check`` runs the exported file (ONNX Runtime for ONNX) against the eager model on seeded
 inputs and fails (exit 1) unless max |diff| <= 1e-3 and >= 99% of the codes agree.
-Run the result with ``daefr restore --backend onnx --weights OUT.onnx``.
+Run the result with ``daefr restore --weights OUT.onnx`` (the backend follows the file).
 """
 
 from __future__ import annotations
@@ -21,9 +21,12 @@ _FORMATS = ("onnx", "torchscript", "exported-program")
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
     parser.description = (__doc__ or "").split("\n\n", 1)[1]
-    parser.add_argument("weights", help="restorer weights: a daefr .safetensors file or the official DAEFR_model.ckpt")
-    parser.add_argument("-o", "--output", required=True,
-                        help="file to write (.onnx, .ts or .pt2; refused if it exists, unless --force)")
+    from daefr.commands._options import add_force, add_output, add_positional_alias, add_weights
+
+    add_weights(parser, "daefr", "restorer weights: a daefr .safetensors file, the official DAEFR_model.ckpt, a "
+                "name from `daefr weights list` or an hf:// URI (default: daefr, the released model)")
+    add_positional_alias(parser, "weights", "-w/--weights")
+    add_output(parser, "file to write (.onnx, .ts or .pt2; refused if it exists, unless --force)")
     parser.add_argument("--format", choices=_FORMATS, default=None,
                         help="export format (default: from the output suffix, else onnx)")
     parser.add_argument("--batch", type=int, default=None, help="fixed batch size (default: dynamic)")
@@ -35,7 +38,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="ONNX exporter: the tracing one (default, faster) or torch.export based")
     parser.add_argument("--check", action="store_true", help="compare the exported model with eager on seeded inputs")
     parser.add_argument("--check-batch", type=int, default=2, help="inputs for --check (dynamic batch only)")
-    parser.add_argument("--force", action="store_true", help="replace OUTPUT if it exists")
+    add_force(parser, "replace OUTPUT if it exists")
+
+
+REQUIRED = ("output",)
 
 
 _SUFFIXES = {"onnx": ".onnx", "torchscript": ".ts", "exported-program": ".pt2"}

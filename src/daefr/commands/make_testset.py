@@ -3,7 +3,9 @@
 Each image gets its own generator seeded from ``--seed`` and its file name, so an image's degradation
 does not depend on which other files are in the folder. Writes ``OUT/gt/NAME.png``,
 ``OUT/lq/NAME.png``, ``OUT/params/NAME.json`` (the exact degradation parameters, replayable with
-``Degradation.replay``) and ``OUT/manifest.json``. An unreadable image is skipped with a one-line
+``Degradation.replay``) and ``OUT/manifest.json``. A non-empty ``OUT`` is refused unless --force; with
+--force the set is rebuilt: files of an earlier set in gt/, lq/ and params/ that this run does not write
+are removed (and counted), so the folders always hold exactly the manifest's images. An unreadable image is skipped with a one-line
 reason (listed under ``skipped`` in the manifest); the set holds every readable image and the exit
 code is 1 when any was skipped, as in the other batch commands.
 """
@@ -17,14 +19,22 @@ HELP = "degrade a folder of HQ faces with a named preset and fixed seed into a p
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from daefr.commands._options import add_device, add_force, add_no_progress, add_output
+
     parser.add_argument("--hq", required=True, help="folder of high-quality (aligned) faces")
-    parser.add_argument("--out", "-o", required=True, help="output folder (gt/, lq/, params/, manifest.json)")
+    add_output(parser, "output folder (gt/, lq/, params/, manifest.json); a non-empty one is refused unless --force",
+               old=("--out",))
+    add_force(parser, "rebuild the set in a non-empty folder (an earlier set's gt/lq/params files are removed)")
+    add_no_progress(parser)
     parser.add_argument("--preset", default="daefr_large",
                         help="degradation preset from the `degradations` registry group (default daefr_large)")
     parser.add_argument("--seed", type=int, default=0, help="base seed (default 0)")
     parser.add_argument("--size", type=int, default=None, help="resize HQ faces to SIZE x SIZE first (bicubic)")
     parser.add_argument("--limit", type=int, default=None, help="use only the first N images (sorted by name)")
-    parser.add_argument("--device", default="cpu", help="torch device for the degradation (default cpu)")
+    add_device(parser, "the degradation")
+
+
+REQUIRED = ("output",)
 
 
 def image_seed(seed: int, name: str) -> int:
@@ -70,14 +80,30 @@ def run(args: argparse.Namespace) -> int:
     names = [f.stem for f in files]
     if len(set(names)) != len(names):
         raise ConfigError(f"{args.hq!r} has several images with the same name and different extensions")
-    degradation = REGISTRY.build("degradations", args.preset).to(args.device)
-    out = Path(args.out)
+    from daefr.commands._options import resolve_device
+    from daefr.commands._restore_run import has_visible_files
+
+    out = Path(args.output)
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--output {out} exists and is not a folder")
+    if not args.force and has_visible_files(out):
+        raise ConfigError(f"--output {out} is not empty; pass --force to rebuild the set there (an earlier set's "
+                          "gt/, lq/ and params/ files are removed) or choose an empty folder")
+    degradation = REGISTRY.build("degradations", args.preset).to(resolve_device(args.device))
     from daefr.utils.io import clean_orphaned_temps
 
     for sub in ("gt", "lq", "params"):
         (out / sub).mkdir(parents=True, exist_ok=True)
         clean_orphaned_temps(out / sub)  # left by a run killed mid-write
     clean_orphaned_temps(out, "manifest.json")
+    keep = {f"{name}{ext}" for name in names for ext in (".png", ".json")}
+    stale = [p for sub in ("gt", "lq", "params") for p in sorted((out / sub).iterdir())
+             if p.is_file() and not p.is_symlink() and p.name not in keep and not p.name.startswith(".")]
+    for path in stale:  # an earlier set's files (--force): the folders hold exactly this set
+        path.unlink()
+    if stale:
+        print(f"removed {len(stale)} file(s) of an earlier set from {out}/{{gt,lq,params}}")
+    device = resolve_device(args.device)
     tracker = BatchTracker()
     done: list[str] = []
     for index, file in enumerate(files):
@@ -91,7 +117,7 @@ def run(args: argparse.Namespace) -> int:
             hq = np.array(Image.fromarray(hq).resize((args.size, args.size), Image.Resampling.BICUBIC))
         seed = image_seed(args.seed, file.stem)
         gen = torch.Generator(device="cpu").manual_seed(seed)
-        x = torch.from_numpy(hq).permute(2, 0, 1)[None].float().div(255.0).to(args.device)
+        x = torch.from_numpy(hq).permute(2, 0, 1)[None].float().div(255.0).to(device)
         with torch.no_grad():
             result = degradation(x, generator=gen)
         lq = (result.lq[0].clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
@@ -100,7 +126,8 @@ def run(args: argparse.Namespace) -> int:
         record = {"name": file.stem, "source": str(file), "preset": args.preset, "seed": seed,
                   "size": list(hq.shape[:2]), "params": params_to_json(result.params)}
         _write_json(out / "params" / f"{file.stem}.json", record)
-        print(f"[{index + 1}/{len(files)}] {file.name}")
+        if not args.no_progress:
+            print(f"[{index + 1}/{len(files)}] {file.name}")
         tracker.succeeded(file)
         done.append(file.stem)
     summary = tracker.summary()

@@ -13,7 +13,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
                         help="config overrides for every stage (trainer.max_steps=100), or for one stage "
                              "(association.model.init_args.learning_rate=1e-4); values are YAML")
-    parser.add_argument("--out", "-o", default=None, help="output folder (default: the chain file's 'out')")
+    from daefr.commands._options import add_output
+
+    add_output(parser, "output folder (default: the chain file's 'out'); an existing one is resumed: finished "
+               "stages are skipped, an interrupted one continues from its last.ckpt", old=("--out",))
     parser.add_argument("--rerun", action="append", default=[], metavar="STAGE",
                         help="train STAGE (and every later stage) again from scratch; repeatable")
     parser.add_argument("--dry-run", action="store_true",
@@ -23,14 +26,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from omegaconf import OmegaConf
 
-    from daefr.chain import load_chain, run_chain, stage_config
+    from daefr.chain import load_chain, read_manifest, run_chain, stage_config
+    from daefr.config_files import resolve_config_path
 
-    chain = load_chain(args.chain, out=args.out, overrides=args.overrides)
+    chain = load_chain(resolve_config_path(args.chain), out=args.output, overrides=args.overrides)
     if args.dry_run:
         for stage in chain.stages:
             print(f"# ---- {stage.name} ({stage.config})")
             print(OmegaConf.to_yaml(stage_config(chain, stage)))
         return 0
+    done = read_manifest(chain).get("stages") or {}
+    if done:
+        print(f"chain {chain.name!r}: resuming in {chain.out} (stages on record: {', '.join(done)}; finished "
+              "ones with an unchanged config are skipped)")
     manifest = run_chain(chain, rerun=args.rerun)
     print(f"chain {chain.name!r} finished: {chain.out / 'chain.json'}")
     for name, record in manifest["stages"].items():
