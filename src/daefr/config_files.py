@@ -81,7 +81,7 @@ def resolve_config_path(value: str | Path) -> Path:
 
 
 def expand_config_args(argv: Sequence[str]) -> list[str]:
-    """``--config STAGE`` -> ``--config BASE --config STAGE`` for every base STAGE names (recursively).
+    """``--config STAGE`` -> ``--config BASE --config STAGE --base null`` for the bases STAGE names (recursively).
 
     A ``configs/...`` path that does not exist here is read from the configs shipped in the package.
     """
@@ -99,9 +99,12 @@ def expand_config_args(argv: Sequence[str]) -> list[str]:
             continue
         resolved = resolve_config_path(value)
         value = str(resolved) if resolved.is_file() else value
-        for base in base_files(value):
+        bases = base_files(value)
+        for base in bases:
             out += ["--config", str(base)]
         out += ["--config", value]
+        if bases:  # composed now: a saved or printed config is complete and names no base (it may move)
+            out += ["--base", "null"]
         i += step
     return out
 

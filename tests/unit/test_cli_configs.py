@@ -40,6 +40,7 @@ def test_paper_stage_configs_show_only_what_is_specific(stage: str, capsys: pyte
     assert config["model"]["class_path"].startswith("daefr.stages.")  # the short name resolved
     assert _checkpoint_dirs(config) == {"/elsewhere/run/checkpoints"}  # paths follow the root dir
     assert config["trainer"]["logger"]["init_args"]["save_dir"] == "/elsewhere/run"
+    assert config["base"] is None  # the printed (and saved) config is complete: it reloads from anywhere
     if stage == "restoration":
         assert config["model"]["init_args"]["export_path"] == "/elsewhere/run/daefr_restorer.safetensors"
 
@@ -71,7 +72,7 @@ def test_composition_matches_the_cli_and_chain_loader(tmp_path: Path) -> None:
     stage = REPO / "configs" / "daefr" / "hq_codebook.yaml"
     assert base_files(stage) == [stage.parent / "base.yaml"]
     assert expand_config_args(["fit", "-c", str(stage), "--x", "1"]) == [
-        "fit", "--config", str(stage.parent / "base.yaml"), "--config", str(stage), "--x", "1"]
+        "fit", "--config", str(stage.parent / "base.yaml"), "--config", str(stage), "--base", "null", "--x", "1"]
     merged = load_composed(stage)
     assert "base" not in merged and merged.trainer.accelerator == "gpu"
     assert merged.trainer.default_root_dir == "runs/daefr/hq_codebook" and merged.trainer.max_epochs == 330
@@ -164,3 +165,24 @@ def test_final_line_names_the_checkpoints(tmp_path: Path) -> None:
     assert line == (f"daefr fit: done; checkpoints in {tmp_path}/ck (last: {tmp_path}/ck/last.ckpt); "
                     f"restorer exported to {export}")
     assert "nowhere" in final_line(SimpleNamespace(checkpoint_callbacks=[]))
+
+
+def test_a_printed_config_reloads_from_another_folder(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    stage = str(REPO / "configs" / "daefr" / "association.yaml")
+    assert main(["fit", "--config", stage, "--print_config"]) == 0
+    saved = tmp_path / "elsewhere" / "config.yaml"
+    saved.parent.mkdir()
+    saved.write_text(capsys.readouterr().out)
+    again = _printed(capsys, "--config", str(saved))
+    assert again == yaml.safe_load(saved.read_text())
+
+
+def test_chain_stages_compose_their_bases(tmp_path: Path) -> None:
+    from daefr.chain import load_chain, stage_config
+
+    chain = load_chain(REPO / "configs" / "finetune" / "domain_chain.yaml", out=tmp_path / "run")
+    config = stage_config(chain, chain.stages[0])
+    assert config.trainer.accelerator == "gpu" and "base" not in config  # from configs/daefr/base.yaml
+    dirs = {c.init_args.dirpath for c in config.trainer.callbacks if c.class_path.endswith("ModelCheckpoint")}
+    assert dirs == {str(tmp_path / "run" / "hq_codebook" / "checkpoints")}
+    assert config.trainer.logger.init_args.save_dir == str(tmp_path / "run" / "hq_codebook")
