@@ -27,10 +27,10 @@ from daefr.inference import optional
 from daefr.inference.alignment import align_face, apply_affine, face_template, invert_affine
 from daefr.inference.detection import DetectedFace, FaceDetector, select_faces
 from daefr.inference.paste import PASTE_MODES, BackgroundUpsampler, PastedFace, draw_boxes, paste_faces
+from daefr.models.inference_options import PRECISIONS
 from daefr.utils.images import DEFAULT_MAX_PIXELS
 
 K = TypeVar("K")
-PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 DEFAULT_FACE_SIZE = 512
 #: Largest ``upscale``; the output must also stay within the image reader's pixel limit (DEFAULT_MAX_PIXELS).
 MAX_UPSCALE = 8.0
