@@ -152,9 +152,8 @@ def optimize_for_inference(restorer: nn.Module, options: InferenceOptions | None
 
     ``options`` default to the fast path (:class:`InferenceOptions`); ``changes`` override single
     fields, e.g. ``optimize_for_inference(r, precision="bf16")``. The restorer is converted IN PLACE
-    (eval mode; with ``fast``: attention switched to SDPA, blocks replaced by their fused equivalents
-    sharing the same parameters; with ``channels_last``: parameters re-laid out) and must not be used
-    afterwards as a parity model; deep-copy it first to keep one.
+    (eval mode; ``restorer.set_fast(options.fast)``, reversible; with ``channels_last``: parameters
+    re-laid out). Call ``restorer.set_fast(False)`` (or deep-copy it first) to use it as a parity model.
     """
     opts = (options or InferenceOptions()).replace(**changes) if changes else (options or InferenceOptions())
     restorer.eval()
