@@ -65,10 +65,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _restore_folder(args: argparse.Namespace, restored_dir: str) -> None:
+    from daefr.commands._restore_setup import check_backend
     from daefr.inference.restorer import Restorer
     from daefr.metrics.restore import restore_folder
 
-    restorer = Restorer.from_pretrained(args.weights, device=args.device)
+    backend = check_backend(args.weights, "auto")  # an exported .onnx/.ts/.pt2 runs on its own backend
+    restorer = Restorer.from_pretrained(args.weights, device=args.device, backend=backend)
     restore_folder(restorer, args.lq, restored_dir, aligned=args.aligned)
 
 
