@@ -10,7 +10,6 @@ A ``manifest.json`` lists the shards (name, samples, bytes, sha256) and the skip
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import os
@@ -24,6 +23,7 @@ from typing import Any
 from daefr.data.decode import resize_center_crop
 from daefr.data.sources import IMAGE_SUFFIXES, MANIFEST_NAME, key_for, list_images
 from daefr.errors import ConfigError, ImageReadError
+from daefr.utils.io import file_sha256
 
 MANIFEST_FORMAT = "daefr-shards/1"
 TAR_BLOCK = 512
@@ -220,7 +220,7 @@ class _ShardFile:
         self.tar.close()
         self._writer.__exit__(None, None, None)
         return {"name": self.final.name, "count": self.count, "bytes": self.final.stat().st_size,
-                "sha256": sha256_file(self.final)}
+                "sha256": file_sha256(self.final)}
 
     def abort(self) -> None:
         self.tar.close()
@@ -230,15 +230,6 @@ class _ShardFile:
 
 def _on_disk(size: int) -> int:
     return (size + TAR_RECORD - 1) // TAR_RECORD * TAR_RECORD
-
-
-def sha256_file(path: Path) -> str:
-    """Hex sha256 of a file, read in 1 MiB chunks."""
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def write_shards(

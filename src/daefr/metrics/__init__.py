@@ -9,7 +9,7 @@ Main entry points (imported on first use)::
 
 from __future__ import annotations
 
-from typing import Any
+from daefr.utils.lazy import lazy_getattr
 
 _LAZY = {
     "MetricsConfig": "daefr.metrics.suite:MetricsConfig",
@@ -24,13 +24,7 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        import importlib
-
-        module_name, attr = _LAZY[name].split(":")
-        return getattr(importlib.import_module(module_name), attr)
-    raise AttributeError(f"module 'daefr.metrics' has no attribute {name!r}")
+__getattr__ = lazy_getattr("daefr.metrics", _LAZY)
 
 
 __all__ = list(_LAZY)

@@ -9,7 +9,6 @@ count (read from the header; the tensors are not loaded).
 from __future__ import annotations
 
 import datetime
-import hashlib
 import json
 import os
 import platform
@@ -19,15 +18,11 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from daefr.utils.io import file_sha256
+
 #: Keys shown first in the reports, in this order; any other key follows alphabetically.
 ORDER = ("weights", "weights_sha256", "weights_bytes", "architecture", "parameters", "command", "daefr_version",
          "date", "machine", "python", "torch", "device")
-
-
-def file_sha256(path: str | os.PathLike[str]) -> str:
-    """Hex sha256 of a file (streamed)."""
-    with open(path, "rb") as fh:
-        return hashlib.file_digest(fh, "sha256").hexdigest()
 
 
 def describe_weights(path: str | os.PathLike[str]) -> dict[str, Any]:

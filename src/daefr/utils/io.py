@@ -276,3 +276,11 @@ def unique_path(path: PathLike) -> Path:
         if not os.path.lexists(candidate):
             return candidate
         index += 1
+
+
+def file_sha256(path: str | os.PathLike[str]) -> str:
+    """Hex sha256 of a file's bytes (streamed by :func:`hashlib.file_digest`)."""
+    import hashlib
+
+    with open(path, "rb") as handle:
+        return hashlib.file_digest(handle, "sha256").hexdigest()
