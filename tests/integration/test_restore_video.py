@@ -64,7 +64,9 @@ def test_video_frames_restored_and_audio_kept(
     _write_clip(clip, frames, with_audio=True)
     source, _ = _read_clip(clip)
     out = tmp_path / "out"
-    code = main(["restore", str(clip), "-o", str(out), "-w", str(tmp_path / "w.safetensors"), "--max-faces", "1",
+    weights = tmp_path / "w.safetensors"
+    weights.write_bytes(b"unused: the loader is replaced")
+    code = main(["restore", str(clip), "-o", str(out), "-w", str(weights), "--max-faces", "1",
                  "--paste", "residual", "--batch-size", "2", "--no-progress", "--detector-arg", "upsample=0"])
     report = capsys.readouterr().out
     assert code == 0, report
@@ -76,8 +78,8 @@ def test_video_frames_restored_and_audio_kept(
         assert np.abs(before.astype(int) - after.astype(int)).mean() < 3.0
     assert not list((out / "restored_videos").glob(".*"))  # no partial file left
 
-    # --no-audio drops the track; a second run never overwrites the first result
-    assert main(["restore", str(clip), "-o", str(out), "-w", "w", "--no-audio", "--no-progress",
+    # --no-audio drops the track; a second run (--force: the folder holds results) never overwrites the first
+    assert main(["restore", str(clip), "-o", str(out), "-w", str(weights), "--no-audio", "--no-progress", "--force",
                  "--detector-arg", "upsample=0", "--max-faces", "1"]) == 0
     assert not _read_clip(out / "restored_videos" / "clip_1.mp4")[1]
 
@@ -89,7 +91,9 @@ def test_broken_video_fails_alone(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     monkeypatch.setattr(restorer_io, "load_restorer", lambda path, **kw: IdentityRestorer())
     bad = tmp_path / "broken.mp4"
     bad.write_bytes(b"\x00\x00\x00\x18ftypmp42" + b"\x00" * 64)
-    code = main(["restore", str(bad), "-o", str(tmp_path / "out"), "-w", "w", "--no-progress"])
+    weights = tmp_path / "w.safetensors"
+    weights.write_bytes(b"unused: the loader is replaced")
+    code = main(["restore", str(bad), "-o", str(tmp_path / "out"), "-w", str(weights), "--no-progress"])
     report = capsys.readouterr().out
     assert code == 1 and "FAILED" in report and "broken.mp4" in report
     assert not (tmp_path / "out" / "restored_videos" / "broken.mp4").exists()

@@ -342,7 +342,11 @@ def _restore_all(args: argparse.Namespace, arch: str | dict[str, Any] | None, vi
         from daefr.inference.video import restore_video
         from daefr.utils.io import unique_path
 
-        target = unique_path(Path(args.output) / "restored_videos" / f"{video.stem}{video.suffix.lower()}")
+        wanted = Path(args.output) / "restored_videos" / f"{video.stem}{writer.suffix}{video.suffix.lower()}"
+        target = unique_path(wanted)
+        if target != wanted:
+            _say(f"note: {video}: output named {target.name} ({wanted.name} is taken in {args.output})",
+                 file=sys.stderr)
         try:
             stats = restore_video(
                 restorer, video, target, keep_audio=not args.no_audio, progress=not args.no_progress,
