@@ -101,9 +101,9 @@ def add_weights(parser: argparse.ArgumentParser | Any, default: str | None, help
 
 
 def add_output(parser: argparse.ArgumentParser | Any, help: str, *, default: str | None = None,
-               old: tuple[str, ...] = ()) -> None:
-    """``-o/--output``; ``old`` are hidden spellings used before (e.g. ``--out``)."""
-    parser.add_argument("-o", "--output", default=default, help=help)
+               old: tuple[str, ...] = (), required: bool = False) -> None:
+    """``-o/--output``; ``old`` are hidden spellings used before (e.g. ``--out``); ``required`` without them."""
+    parser.add_argument("-o", "--output", default=default, help=help, required=required and not old)
     for spelling in old:
         add_alias(parser, spelling, "output", "-o/--output")
 

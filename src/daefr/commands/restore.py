@@ -50,7 +50,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.description = (__doc__ or "").split("\n\n", 1)[1]
     parser.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders or glob patterns "
                         "(quote patterns); video files (.mp4, ...) are restored frame by frame")
-    add_output(parser, "output folder (created if needed; a non-empty one is refused unless --force)")
+    add_output(parser, "output folder (created if needed; a non-empty one is refused unless --force)",
+               required=True)
     add_force(parser, "write into a non-empty output folder (existing files are kept: clashing names get _1, _2)")
     add_weights(parser, "daefr", "restorer weights: a daefr .safetensors export, the official DAEFR_model.ckpt, an "
                 "exported .onnx/.ts/.pt2, a name from `daefr weights list` or an hf:// URI (default: daefr, the "
