@@ -78,6 +78,8 @@ class FaceDataModule(LightningDataModule):
 
     Args:
         train, val, test: sources (see module docstring); None leaves that split out.
+        predict: a source of low-quality faces to restore (``daefr predict``): its images are served as
+            ``{"lq": (B, 3, H, W) in [-1, 1], "key": [...]}``, never degraded.
         image_size: square side of every image; non-matching images are resized and centre-cropped.
         batch_size: per-rank batch size for training; ``eval_batch_size`` for val/test (default: same).
         num_workers: DataLoader worker processes per rank (decoding only).
@@ -101,6 +103,7 @@ class FaceDataModule(LightningDataModule):
         train: SourceSpec = None,
         val: SourceSpec = None,
         test: SourceSpec = None,
+        predict: SourceSpec = None,
         image_size: int = 512,
         batch_size: int = 4,
         eval_batch_size: int | None = None,
@@ -124,7 +127,7 @@ class FaceDataModule(LightningDataModule):
         if not 0.0 <= max_corrupt_fraction <= 1.0:
             raise ConfigError(f"max_corrupt_fraction must be in [0, 1], got {max_corrupt_fraction}")
         self.save_hyperparameters()
-        self.specs = {"train": train, "val": val, "test": test}
+        self.specs = {"train": train, "val": val, "test": test, "predict": predict}
         self.image_size, self.batch_size = image_size, batch_size
         self.eval_batch_size = eval_batch_size or batch_size
         self.num_workers, self.shuffle_buffer = num_workers, shuffle_buffer
@@ -139,7 +142,8 @@ class FaceDataModule(LightningDataModule):
 
     # ----- setup ---------------------------------------------------------------------------------
     def setup(self, stage: str | None = None) -> None:
-        wanted = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",)}.get(stage or "", tuple(self.specs))
+        wanted = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",), "predict": ("predict",)}.get(
+            stage or "", tuple(self.specs))
         for name in wanted:
             spec = self.specs[name]
             if spec is None or name in self.datasets:
@@ -179,7 +183,7 @@ class FaceDataModule(LightningDataModule):
         if name not in self.datasets:
             if self.specs[name] is None:
                 raise ConfigError(f"FaceDataModule has no `{name}` source configured")
-            self.setup({"train": "fit", "val": "validate", "test": "test"}[name])
+            self.setup({"train": "fit", "val": "validate", "test": "test", "predict": "predict"}[name])
         dataset = self.datasets[name]
         rank, world_size, epoch = self._context()
         dataset.set_context(rank, world_size, epoch, self.num_workers)
@@ -200,6 +204,9 @@ class FaceDataModule(LightningDataModule):
     def test_dataloader(self) -> EpochDataLoader:
         return self._loader("test")
 
+    def predict_dataloader(self) -> EpochDataLoader:
+        return self._loader("predict")
+
     # ----- per-batch work on the device ----------------------------------------------------------
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
         """Record corrupt-sample counts, log keys, and add ``"lq"`` by degrading ``"hq"`` on the device."""
@@ -213,6 +220,10 @@ class FaceDataModule(LightningDataModule):
             self._update_stats(name, stats[1:])
         if name == "train" and self.key_log_dir:
             self._log_keys(batch["key"])
+        if name == "predict":  # the images to restore are the low-quality inputs themselves
+            if "lq" not in batch:
+                batch["lq"] = batch.pop("hq")
+            return batch
         if self._degradation is not None and "lq" not in batch:
             self._degrade(batch, name)
         return batch
@@ -221,6 +232,8 @@ class FaceDataModule(LightningDataModule):
         trainer = self.trainer
         if trainer is None or trainer.training:
             return "train"
+        if trainer.predicting:
+            return "predict"
         return "test" if trainer.testing else "val"
 
     def _degrade(self, batch: dict[str, Any], name: str) -> None:
