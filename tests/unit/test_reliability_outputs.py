@@ -207,6 +207,7 @@ def test_ctrl_c_during_restore_stops_cleanly_and_writes_the_summary(tmp_path: Pa
     for name in ("a", "b", "c"):
         _face(faces / f"{name}.png")
     out, summary = tmp_path / "out", tmp_path / "summary.json"
+    (tmp_path / "w.safetensors").write_bytes(b"unused")  # resolved as a file; the loader above is a stand-in
     code = main(["restore", str(faces), "-o", str(out), "-w", str(tmp_path / "w.safetensors"), "--aligned",
                  "--device", "cpu", "--batch-size", "1", "--no-progress", "--summary-json", str(summary)])
     assert code == 130

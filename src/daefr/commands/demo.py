@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from daefr.commands._options import add_output
+
 NAME = "demo"
 HELP = "train the whole tiny DAEFR chain on the embedded faces (or --data DIR) and report vs bicubic"
 
@@ -12,7 +14,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", default=None,
                         help="face images: a folder with train/ and val/ sub-folders, or one folder (10%% held out); "
                              "default: the embedded demo faces")
-    parser.add_argument("--out", "-o", default="runs/demo", help="output folder (default runs/demo)")
+    add_output(parser, "output folder (default runs/demo)", default="runs/demo", old=("--out",))
     parser.add_argument("--quick", action="store_true", help="a ~2 minute run with fewer steps (used in CI)")
     parser.add_argument("--steps-scale", type=float, default=1.0, help="multiply every stage's steps by this")
     parser.add_argument("--logger", choices=("csv", "wandb"), default="csv",
@@ -33,9 +35,9 @@ def run(args: argparse.Namespace) -> int:
     from daefr.demo import ASSETS, DemoSettings, chain_steps, demo_chain_file, run_demo
     from daefr.errors import ConfigError
 
-    out = Path(args.out)
+    out = Path(args.output)
     if out.exists() and any(out.iterdir()) and not args.force:
-        raise ConfigError(f"output folder {out} is not empty; choose another --out or pass --force")
+        raise ConfigError(f"output folder {out} is not empty; choose another --output or pass --force")
     if args.steps_scale <= 0:
         raise ConfigError(f"--steps-scale must be positive, got {args.steps_scale}")
     if args.threads:
