@@ -8,7 +8,8 @@
 * ``onnx`` -- an ``.onnx`` file from ``daefr export`` run by ONNX Runtime (CPU; memory-lean session
   settings, :data:`daefr.interop.export.ONNX_SESSION_DEFAULTS`), or a weights file that is exported to
   ONNX first (into a temporary folder, removed when the network is garbage-collected or at exit);
-* ``torchscript`` / ``exported-program`` -- ``.ts`` / ``.pt2`` files from ``daefr export``;
+* ``torchscript`` / ``exported-program`` -- ``.ts`` / ``.pt2`` files from ``daefr export``; a ``.ts`` file
+  is a program and runs only with ``trust_code=True`` (or when this process exported it);
 * ``auto`` -- by file suffix (``.onnx``, ``.ts``, ``.pt2``), else ``torch``.
 
 Usage: ``Restorer(load_network("model.onnx", backend="onnx"), ...)`` or ``daefr restore --backend onnx``.
@@ -97,14 +98,16 @@ def _exported_file(path: Path, backend: str, arch: dict[str, Any] | None, fast: 
 
 def load_network(path: str | Path, *, backend: str = "auto", fast: bool = False, precision: str = "fp32",
                  arch: dict[str, Any] | None = None, threads: int | None = None,
-                 onnx_options: dict[str, Any] | None = None) -> nn.Module:
+                 onnx_options: dict[str, Any] | None = None, trust_code: bool = False) -> nn.Module:
     """A network for :class:`~daefr.inference.restorer.Restorer` from ``path`` and a backend name.
 
     ``arch``: keywords for :func:`daefr.interop.restorer_io.load_restorer` (e.g. ``{"preset": "parity"}``);
     ``fast``: the fast inference path (torch backend; for exports made here, the fast graph);
     ``precision``: autocast of the fast path (``fp32``, ``bf16``, ``fp16``); ``threads``: ONNX Runtime
     intra-op threads (default: its own choice); ``onnx_options``: overrides of
-    :data:`daefr.interop.export.ONNX_SESSION_DEFAULTS` (the memory-lean session settings).
+    :data:`daefr.interop.export.ONNX_SESSION_DEFAULTS` (the memory-lean session settings);
+    ``trust_code``: run a TorchScript file (code) from elsewhere; without it such a file is refused with
+    :class:`~daefr.errors.UnsafeFileError` (:func:`daefr.interop.export.load_exported`).
     """
     path = Path(path)
     kind = _resolve(path, backend)
@@ -126,8 +129,8 @@ def load_network(path: str | Path, *, backend: str = "auto", fast: bool = False,
         gc.collect()
     meta = read_export_metadata(exported)
     size_text = meta.get("input_size", "")
-    network = ExportedNetwork(load_exported(exported, kind, threads=threads, onnx_options=onnx_options),
-                              int(size_text) if size_text.isdigit() else None, kind, exported)
+    run = load_exported(exported, kind, threads=threads, onnx_options=onnx_options, trust_code=trust_code)
+    network = ExportedNetwork(run, int(size_text) if size_text.isdigit() else None, kind, exported)
     batch_text = meta.get("batch", "dynamic")
     network.fixed_batch = int(batch_text) if batch_text.isdigit() else None
     if exported != path:

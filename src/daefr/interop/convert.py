@@ -8,7 +8,8 @@
   ``discriminator.*``, ``lpips.*``; association: ``hq.*``, ``lq.*``, ``hq_discriminator.*``, ...), with
   ``format`` = ``daefr.converted``, ``kind`` and the VQGAN architecture (JSON) in the metadata.
 
-Shapes are checked against our modules built on the meta device; every key is accounted for.
+Shapes are checked against our modules built on the meta device; every key is accounted for; weights
+must be floating point (:func:`~daefr.interop.official_reader.check_float_weights`) and finite.
 """
 
 from __future__ import annotations
@@ -25,8 +26,13 @@ from torch import Tensor, nn
 from daefr.errors import CheckpointError, ConfigError
 from daefr.interop.keymap import ASSOCIATION_STAGE_KEYMAP, CODEBOOK_STAGE_KEYMAP, KeyMap, MappingReport
 from daefr.interop.keymap_daefr import is_daefr_final_state_dict
-from daefr.interop.official_reader import read_official_checkpoint
-from daefr.interop.restorer_io import infer_vqgan_arch, restorer_from_official, save_restorer
+from daefr.interop.official_reader import check_float_weights, read_official_checkpoint
+from daefr.interop.restorer_io import (
+    check_finite_weights,
+    infer_vqgan_arch,
+    restorer_from_official,
+    save_restorer,
+)
 from daefr.models.architectures import architecture_names, get_architecture
 
 __all__ = ["KINDS", "ConversionResult", "convert_official", "detect_kind", "parse_arch"]
@@ -165,6 +171,7 @@ def convert_official(src: str | Path, dst: str | Path, *, kind: str = "auto",
     from daefr.utils.weights import resolve_weights_spec
 
     sd = read_official_checkpoint(resolve_weights_spec(src, "official checkpoint"))
+    check_float_weights(sd, src)  # an integer weight would be cast to float silently
     found = detect_kind(sd)
     if kind != "auto" and kind != found:
         raise CheckpointError(f"{src}: --kind {kind} was given but the file is a {found} checkpoint")
@@ -176,6 +183,7 @@ def convert_official(src: str | Path, dst: str | Path, *, kind: str = "auto",
         path = save_restorer(restorer, dst, overwrite=overwrite)
         return ConversionResult("daefr", path, len(restorer.state_dict()), restorer.load_report)
     tensors, report, cfg = _convert_stage(sd, found, parsed, strict)
+    check_finite_weights(tensors, str(src))
     from daefr import __version__
 
     metadata = {"format": CONVERTED_FORMAT, "kind": found, "daefr_version": __version__,

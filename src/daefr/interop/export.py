@@ -18,6 +18,12 @@ Op notes (what needed care to export):
   is available as ``exporter="dynamo"``; weights over 1.8 GB go to an external data file next to the
   ``.onnx`` (protobuf's 2 GB limit).
 
+Trust (docs/reliability.md): ONNX and ExportedProgram files are data, checked before they are opened
+(:mod:`daefr.interop.onnx_guard`, :mod:`daefr.interop.pt2_guard`); a TorchScript file is a program
+and runs only with ``trust_code=True`` (or when this process exported it). Exports are written through
+:func:`daefr.utils.io.atomic_path`; a temporary left by a killed export is removed by the next export
+into that folder.
+
 :func:`check_export` runs the exported file (ONNX Runtime for ONNX) against the eager graph and
 reports max |difference| of the restored images and the share of identical codes;
 :data:`DEFAULT_TOLERANCE` (1e-3 on [-1, 1] images, >= 99% identical codes) is the pass mark.
@@ -37,7 +43,7 @@ from typing import Any, cast
 import torch
 from torch import Tensor, nn
 
-from daefr.errors import ConfigError, DaefrError
+from daefr.errors import ConfigError, DaefrError, UnsafeFileError
 
 __all__ = ["DEFAULT_TOLERANCE", "EXPORT_FORMATS", "ONNX_SESSION_DEFAULTS", "ExportCheck", "ExportableRestorer",
            "OnnxRunner", "check_export", "export_restorer", "load_exported", "onnx_session_options",
@@ -106,7 +112,7 @@ def export_restorer(restorer: nn.Module, path: str | Path, fmt: str = "onnx", *,
     if not isinstance(size, int):
         raise ConfigError("the restorer has no square input size (input_size); export needs a fixed face size")
     path = Path(path)
-    from daefr.utils.io import is_special_file
+    from daefr.utils.io import atomic_path, clean_orphaned_temps, is_special_file
 
     if is_special_file(path):  # an export is renamed into place: that would replace a FIFO or device
         raise ConfigError(f"{path} is a special file (FIFO, device, /dev/...); export to a regular file path")
@@ -117,12 +123,13 @@ def export_restorer(restorer: nn.Module, path: str | Path, fmt: str = "onnx", *,
     model = _prepare(restorer, fast, in_place=in_place)
     # a dynamic batch is traced at 2: torch.export specialises a dimension of size 1
     example = torch.zeros(2 if batch is None else batch, 3, size, size)
-    # the temporary name keeps the suffix: torch.export.save insists on ".pt2"
-    tmp = path.with_name(f".tmp-export-{path.name}")
+    # a temporary of a killed export in this folder (its writer's lock is gone) is removed first
+    clean_orphaned_temps(path.parent)
     try:
-        with torch.no_grad():
+        # the temporary name keeps the suffix: torch.export.save insists on ".pt2"
+        with atomic_path(path, overwrite=overwrite, suffix=".tmp" + EXPORT_FORMATS[fmt]) as tmp, torch.no_grad():
             if fmt == "onnx":
-                _export_onnx(model, example, tmp, batch, opset, meta, exporter)
+                _export_onnx(model, example, tmp, path.name, batch, opset, meta, exporter)
             elif fmt == "torchscript":
                 traced = torch.jit.trace(model, (example,), check_trace=False)
                 traced = torch.jit.freeze(traced.eval())
@@ -130,9 +137,9 @@ def export_restorer(restorer: nn.Module, path: str | Path, fmt: str = "onnx", *,
             else:
                 program = _torch_export(model, example, batch)
                 torch.export.save(program, str(tmp), extra_files={_META_FILE: json.dumps(meta)})
-        tmp.replace(path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    except FileExistsError:  # another writer took the name meanwhile
+        raise ConfigError(f"{path} exists; pass overwrite=True (--force) to replace it") from None
+    _OWN_FILES.add(_fingerprint(path))
     return path
 
 
@@ -141,8 +148,10 @@ def _torch_export(model: nn.Module, example: Tensor, batch: int | None) -> Any:
     return torch.export.export(model, (example,), dynamic_shapes=dynamic, strict=False)
 
 
-def _export_onnx(model: nn.Module, example: Tensor, tmp: Path, batch: int | None, opset: int,
+def _export_onnx(model: nn.Module, example: Tensor, tmp: Path, name: str, batch: int | None, opset: int,
                  meta: dict[str, str], exporter: str) -> None:
+    """Write the ONNX export of ``model`` to ``tmp`` (the final file is ``name``: an external data file,
+    for weights over protobuf's 2 GB limit, is named after it since the graph refers to it by name)."""
     import warnings
 
     import onnx
@@ -158,40 +167,41 @@ def _export_onnx(model: nn.Module, example: Tensor, tmp: Path, batch: int | None
             raise DaefrError("torch.onnx.export returned no program")
         proto = program.model_proto
     else:
-        axes = {name: {0: "batch"} for name in ("lq", "restored", "indices")} if batch is None else None
-        staging = tmp.with_name(tmp.name + ".staging")
-        try:
-            with warnings.catch_warnings():  # the TorchScript exporter's deprecation and tracer notes
-                warnings.simplefilter("ignore")
-                torch.onnx.export(model, (example,), str(staging), dynamo=False, dynamic_axes=axes,
-                                  do_constant_folding=True, **names)  # type: ignore[arg-type]
-            if not external:
-                # the metadata is appended as serialised ModelProto fields (protobuf merges concatenated
-                # messages): loading and re-saving the whole file would hold two more copies of the weights
-                extra = onnx.ModelProto()
-                for key, value in meta.items():
-                    entry = extra.metadata_props.add()
-                    entry.key, entry.value = key, value
-                with staging.open("ab") as fh:
-                    fh.write(extra.SerializeToString())
-                staging.replace(tmp)
-                return
-            proto = onnx.load(str(staging))
-        finally:
-            staging.unlink(missing_ok=True)
+        axes = {io: {0: "batch"} for io in ("lq", "restored", "indices")} if batch is None else None
+        with warnings.catch_warnings():  # the TorchScript exporter's deprecation and tracer notes
+            warnings.simplefilter("ignore")
+            torch.onnx.export(model, (example,), str(tmp), dynamo=False, dynamic_axes=axes,
+                              do_constant_folding=True, **names)  # type: ignore[arg-type]
+        if not external:
+            # the metadata is appended as serialised ModelProto fields (protobuf merges concatenated
+            # messages): loading and re-saving the whole file would hold two more copies of the weights
+            extra = onnx.ModelProto()
+            for key, value in meta.items():
+                entry = extra.metadata_props.add()
+                entry.key, entry.value = key, value
+            with tmp.open("ab") as fh:
+                fh.write(extra.SerializeToString())
+            return
+        proto = onnx.load(str(tmp))
     for key, value in meta.items():
         entry = proto.metadata_props.add()
         entry.key, entry.value = key, value
     if external:
         # the data file gets its final name at once: the graph refers to it by name
         onnx.save_model(proto, str(tmp), save_as_external_data=True, all_tensors_to_one_file=True,
-                        location=tmp.name.removeprefix(".tmp-export-") + ".data")
+                        location=name + ".data")
     else:
         onnx.save_model(proto, str(tmp))
 
 
 def read_export_metadata(path: str | Path) -> dict[str, str]:
-    """The metadata stored by :func:`export_restorer` (``input_size``, ``batch``, ``fast``, ...); {} if none."""
+    """The metadata stored by :func:`export_restorer` (``input_size``, ``batch``, ``fast``, ...); {} if none.
+
+    Read without running anything: the ONNX protobuf without its external data, the ``extra/`` member of a
+    TorchScript or ExportedProgram zip (a TorchScript file is never loaded for this: loading runs its code).
+    """
+    import zipfile
+
     path = Path(path)
     fmt = _format_of(path)
     try:
@@ -200,28 +210,46 @@ def read_export_metadata(path: str | Path) -> dict[str, str]:
 
             proto = onnx.load(str(path), load_external_data=False)
             return {p.key: p.value for p in proto.metadata_props}
-        files = {_META_FILE: ""}
-        if fmt == "torchscript":
-            torch.jit.load(str(path), map_location="cpu", _extra_files=files)
-        else:
-            files[_META_FILE] = _pt2_extra_file(path, _META_FILE)
-        return cast(dict[str, str], json.loads(files[_META_FILE] or "{}"))
-    except (OSError, RuntimeError, ValueError) as exc:
+        if fmt == "exported-program":
+            from daefr.interop.pt2_guard import check_pt2_archive
+
+            check_pt2_archive(path)
+        return cast(dict[str, str], json.loads(_zip_extra_file(path, _META_FILE) or "{}"))
+    except (OSError, RuntimeError, ValueError, zipfile.BadZipFile) as exc:
         raise DaefrError(f"{path}: cannot read the exported model ({type(exc).__name__}: {exc})") from None
 
 
-def _pt2_extra_file(path: Path, name: str) -> str:
-    """The text of ``extra/<name>`` in a checked ``.pt2`` archive ("" when absent), without loading the model."""
+def _zip_extra_file(path: Path, name: str) -> str:
+    """The text of ``<root>/extra/<name>`` in a TorchScript / ExportedProgram zip ("" when absent or over
+    1 MiB), read from the zip directly: nothing of the model is loaded."""
     import zipfile
 
-    from daefr.interop.pt2_guard import check_pt2_archive
-
-    check_pt2_archive(path)
     with zipfile.ZipFile(path) as archive:
         for info in archive.infolist():
             if info.filename.split("/", 1)[-1] == f"extra/{name}" and info.file_size < 1 << 20:
                 return archive.read(info).decode("utf-8")
     return ""
+
+
+def _fingerprint(path: Path) -> tuple[int, int, int, int]:
+    """(device, inode, size, mtime in ns) of ``path``: changes when the file is replaced or rewritten."""
+    st = path.stat()
+    return st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns
+
+
+#: Fingerprints of the files :func:`export_restorer` wrote in this process: TorchScript files that are
+#: run without ``trust_code`` (this process made them from a model it had loaded as data).
+_OWN_FILES: set[tuple[int, int, int, int]] = set()
+
+
+def _require_trusted_torchscript(path: Path, trust_code: bool) -> None:
+    """Refuse a TorchScript file unless ``trust_code`` or it is an unchanged export of this process."""
+    if trust_code or _fingerprint(path) in _OWN_FILES:
+        return
+    raise UnsafeFileError(
+        f"{path}: refused: a TorchScript file is a program (its code runs when it is loaded and run, and can "
+        "read or write files); daefr runs one only when you trust its author: pass --trust-torchscript "
+        "(trust_code=True), or use the .onnx / .safetensors export instead")
 
 
 def _format_of(path: Path) -> str:
@@ -301,6 +329,9 @@ class OnnxRunner:
                  spin: bool = False) -> None:
         import onnxruntime as ort
 
+        from daefr.interop.onnx_guard import check_onnx_file
+
+        check_onnx_file(path)  # standard operators, external data beside the file, checker-valid
         opts, self.settings = onnx_session_options(options, threads=threads, spin=spin)
         self.session = ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
         if self.settings["release_freed_heap"]:
@@ -313,12 +344,17 @@ class OnnxRunner:
 
 
 def load_exported(path: str | Path, fmt: str | None = None, *, threads: int | None = None,
-                  spin: bool = False, onnx_options: dict[str, Any] | None = None) -> Any:
+                  spin: bool = False, onnx_options: dict[str, Any] | None = None, trust_code: bool = False) -> Any:
     """A callable ``lq (B, 3, S, S) tensor -> (restored, indices)`` running the exported file.
 
     ONNX files run in ONNX Runtime (CPU, an :class:`OnnxRunner`; ``threads`` sets its intra-op threads;
     ``spin`` lets idle worker threads busy-wait, which helps only on an otherwise idle machine;
     ``onnx_options`` overrides :data:`ONNX_SESSION_DEFAULTS`), TorchScript and ExportedProgram files in torch.
+
+    Every file is checked first (nothing of it runs before): ONNX by
+    :func:`daefr.interop.onnx_guard.check_onnx_file`, ExportedProgram by
+    :func:`daefr.interop.pt2_guard.check_pt2_archive`. TorchScript is code: it is refused
+    (:class:`~daefr.errors.UnsafeFileError`) unless ``trust_code=True`` or this process exported it.
     """
     path = Path(path)
     if not path.is_file():
@@ -327,6 +363,7 @@ def load_exported(path: str | Path, fmt: str | None = None, *, threads: int | No
     if fmt == "onnx":
         return OnnxRunner(path, onnx_options, threads=threads, spin=spin)
     if fmt == "torchscript":
+        _require_trusted_torchscript(path, trust_code)
         module = torch.jit.load(str(path), map_location="cpu")
 
         def run_torchscript(lq: Tensor) -> tuple[Tensor, Tensor]:
@@ -372,11 +409,12 @@ class ExportCheck:
 
 def check_export(path: str | Path, restorer: nn.Module, *, fast: bool | None = None, batch: int = 2,
                  seed: int = 0, tolerance: dict[str, float] | None = None, fmt: str | None = None,
-                 in_place: bool = False) -> ExportCheck:
+                 in_place: bool = False, trust_code: bool = False) -> ExportCheck:
     """Run the exported file and the eager graph it came from on ``batch`` seeded inputs and compare.
 
     ``fast`` defaults to the flag stored in the file. Inputs are uniform in [-1, 1]. ``in_place=True``
     converts ``restorer`` itself for the eager run instead of a deep copy (as in :func:`export_restorer`).
+    ``trust_code``: run a TorchScript file that this process did not export (see :func:`load_exported`).
     """
     path = Path(path)
     meta = read_export_metadata(path)
@@ -395,7 +433,7 @@ def check_export(path: str | Path, restorer: nn.Module, *, fast: bool | None = N
         start = time.perf_counter()
         ref_img, ref_idx = eager(lq)
         eager_s = time.perf_counter() - start
-        run = load_exported(path, fmt)
+        run = load_exported(path, fmt, trust_code=trust_code)
         start = time.perf_counter()
         img, idx = run(lq)
         exported_s = time.perf_counter() - start

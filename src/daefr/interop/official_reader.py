@@ -37,8 +37,10 @@ from daefr.utils.archive_limits import check_zip_expansion
 from daefr.utils.reasons import one_line_reason, refused_pickle_global
 
 __all__ = [
+    "INTEGER_KEY_SUFFIXES",
     "LIGHTNING_PREFIXES",
     "LightningStandIn",
+    "check_float_weights",
     "read_official_checkpoint",
     "read_official_file",
     "standin_for",
@@ -228,3 +230,20 @@ def read_official_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
     raise CheckpointError(
         f"{path}: no 'state_dict' in this checkpoint and it is not a plain state dict (top-level keys: {keys})"
     )
+
+
+#: Keys of official checkpoints that legitimately hold integers (BatchNorm step counters of the PatchGAN
+#: discriminator, ``official_keys.json``); every other official weight is floating point.
+INTEGER_KEY_SUFFIXES: tuple[str, ...] = (".num_batches_tracked",)
+
+
+def check_float_weights(state_dict: Mapping[str, torch.Tensor], where: str | Path) -> None:
+    """Raise :class:`CheckpointError` naming the first key (file order) whose tensor is not floating point,
+    except the integer counters of :data:`INTEGER_KEY_SUFFIXES` (loading would cast it silently)."""
+    for key, value in state_dict.items():
+        if value.is_floating_point() or key.endswith(INTEGER_KEY_SUFFIXES):
+            continue
+        raise CheckpointError(
+            f"{where}: weight {key!r} is stored as {value.dtype}, not floating point (first of its kind); an "
+            "official checkpoint holds float weights, so the file is damaged or not a DAEFR checkpoint"
+        )
