@@ -162,7 +162,7 @@ def test_torchscript_is_refused_without_trust(tmp_path: Path, capsys: pytest.Cap
     for load in (lambda p: load_exported(p, "torchscript"), lambda p: load_network(p, backend="auto")):
         with pytest.raises(UnsafeFileError) as exc:
             load(path)
-        assert "TorchScript file is a program" in _one_line(exc) and "--trust-torchscript" in str(exc.value)
+        assert "TorchScript file is a program" in _one_line(exc) and "trust_code=True" in str(exc.value)
     assert not marker.exists()
     from daefr.utils.images import write_image
 
