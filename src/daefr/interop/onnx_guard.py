@@ -12,7 +12,10 @@ operators it ships (daefr never registers a custom-operator library). What a fil
 :func:`check_onnx_file` refuses each of them with one line naming the file and the reason: external
 data must be a relative path to a regular file inside the model's own folder (after resolving
 symlinks), every node must be in a standard domain (or a function defined in the file itself), and
-``onnx.checker.check_model`` must pass. Only the protobuf is parsed (``load_external_data=False``).
+``onnx.checker.check_model`` must pass. Only the protobuf is parsed (``load_external_data=False``),
+then the checker parses it again from the path; each holds about twice the file size at its peak, one
+after the other, and the first is handed back to the OS before the second (figures:
+``benchmarks/onnx_guard_cost.py``).
 """
 
 from __future__ import annotations
@@ -80,6 +83,26 @@ def _check_location(path: Path, tensor: Any) -> None:
         raise CheckpointError(f"{path}: tensor {name!r} reads past the end of {location!r} (truncated data file?)")
 
 
+def _check_proto(path: Path, proto: Any) -> None:
+    """Operator domains and external-data locations of the parsed model ``proto`` (see the module doc)."""
+    import onnx
+
+    local = {(f.domain, f.name) for f in proto.functions}
+    local_domains = {domain for domain, _ in local}
+    for opset in proto.opset_import:
+        if opset.domain not in STANDARD_DOMAINS and opset.domain not in local_domains:
+            raise UnsafeFileError(f"{path}: refused: it imports the custom operator domain {opset.domain!r}; "
+                                  "daefr runs only standard ONNX operators (re-export it with `daefr export`)")
+    nodes = [n for g in _graphs(proto.graph) for n in g.node] + [n for f in proto.functions for n in f.node]
+    for node in nodes:
+        if node.domain not in STANDARD_DOMAINS and (node.domain, node.op_type) not in local:
+            raise UnsafeFileError(f"{path}: refused: node {node.name or node.op_type!r} is the custom operator "
+                                  f"{node.domain}::{node.op_type}; daefr runs only standard ONNX operators")
+    for tensor in _tensors(proto):
+        if tensor.data_location == onnx.TensorProto.EXTERNAL:
+            _check_location(path, tensor)
+
+
 def check_onnx_file(path: str | Path) -> None:
     """Raise a one-line :class:`~daefr.errors.CheckpointError` / :class:`~daefr.errors.UnsafeFileError`
     unless ``path`` is a checker-valid ONNX model of standard operators whose external data (if any) lies
@@ -96,23 +119,14 @@ def check_onnx_file(path: str | Path) -> None:
     except (DecodeError, OSError, ValueError, RuntimeError) as exc:
         raise CheckpointError(f"{path}: not a readable ONNX model ({type(exc).__name__}: {exc})") from None
     try:
-        local = {(f.domain, f.name) for f in proto.functions}
-        local_domains = {domain for domain, _ in local}
-        for opset in proto.opset_import:
-            if opset.domain not in STANDARD_DOMAINS and opset.domain not in local_domains:
-                raise UnsafeFileError(f"{path}: refused: it imports the custom operator domain {opset.domain!r}; "
-                                      "daefr runs only standard ONNX operators (re-export it with `daefr export`)")
-        nodes = [n for g in _graphs(proto.graph) for n in g.node] + [n for f in proto.functions for n in f.node]
-        for node in nodes:
-            if node.domain not in STANDARD_DOMAINS and (node.domain, node.op_type) not in local:
-                raise UnsafeFileError(f"{path}: refused: node {node.name or node.op_type!r} is the custom operator "
-                                      f"{node.domain}::{node.op_type}; daefr runs only standard ONNX operators")
-        for tensor in _tensors(proto):
-            if tensor.data_location == onnx.TensorProto.EXTERNAL:
-                _check_location(path, tensor)
+        _check_proto(path, proto)
     finally:
+        # every message of the parse shares one arena: it is freed only when no reference is left
         del proto
         gc.collect()
+        from daefr.interop.export import release_freed_heap
+
+        release_freed_heap()  # the parse (about the file size) goes back to the OS before the checker's own
     try:
         onnx.checker.check_model(str(path))  # from the path: models over 2 GB and their external data too
     except (onnx.checker.ValidationError, OSError, ValueError, RuntimeError) as exc:
