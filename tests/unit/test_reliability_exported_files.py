@@ -55,7 +55,7 @@ def _graph_model(*, weight: Any = None, custom_domain: str | None = None, broken
     return helper.make_model(graph, opset_imports=opsets, ir_version=8)
 
 
-def _external_weight(location: str, length: int = 48) -> Any:
+def _external_weight(location: str, length: int | str = 48) -> Any:
     """Initializer ``w`` (1, 3, 2, 2) float32 whose bytes are read from ``location``."""
     w = TensorProto(name="w", data_type=TensorProto.FLOAT, dims=[1, 3, 2, 2])
     w.data_location = TensorProto.EXTERNAL
@@ -95,6 +95,9 @@ def test_onnx_external_data_beside_the_file_loads_and_runs(tmp_path: Path) -> No
     assert torch.allclose(restored, torch.full((1, 3, 2, 2), 0.5))
     (tmp_path / "w.bin").write_bytes(b"\0" * 8)  # now shorter than the tensor it holds
     with pytest.raises(CheckpointError, match="past the end"):
+        load_exported(path, "onnx")
+    _save(_graph_model(weight=_external_weight("w.bin", length="x")), path)
+    with pytest.raises(CheckpointError, match="non-numeric"):
         load_exported(path, "onnx")
 
 

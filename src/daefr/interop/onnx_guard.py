@@ -78,7 +78,10 @@ def _check_location(path: Path, tensor: Any) -> None:
     if not os.path.isfile(target):
         raise CheckpointError(f"{path}: tensor {name!r} needs the external data file {location!r}, which is missing "
                               "or not a regular file; copy it beside the .onnx")
-    end = int(entries.get("offset", "0") or 0) + int(entries.get("length", "0") or 0)
+    try:
+        end = int(entries.get("offset") or 0) + int(entries.get("length") or 0)
+    except ValueError:
+        raise CheckpointError(f"{path}: tensor {name!r} has a non-numeric external data offset or length") from None
     if end > os.path.getsize(target):
         raise CheckpointError(f"{path}: tensor {name!r} reads past the end of {location!r} (truncated data file?)")
 
