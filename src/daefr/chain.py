@@ -210,7 +210,7 @@ def sha256(path: Path) -> str:
 
 def _write_json(path: Path, data: Any) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     tmp.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n", encoding="utf-8")
     os.replace(tmp, path)
 
@@ -293,9 +293,104 @@ def _config_hash(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
+def process_rank() -> int:
+    """This process's global rank as the launcher set it (torchrun, SLURM, Lightning's own launcher), else 0.
+
+    Under DDP every process runs the whole chain, so that each stage's ``fit`` finds its peers; every rank
+    makes the same decisions from the same files, and only rank 0 writes the manifest and moves folders.
+    """
+    for key in ("RANK", "SLURM_PROCID", "JSM_NAMESPACE_RANK", "LOCAL_RANK"):
+        value = os.environ.get(key, "")
+        if value.strip().isdigit():
+            return int(value)
+    return 0
+
+
+_LAUNCH_ENV = ("LOCAL_RANK", "NODE_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
+
+
+_STARTED = time.time()  # when this process imported the chain runner
+
+
+def launch_id() -> str | None:
+    """An id shared by the processes of one external multi-process launch (torchrun, SLURM), else None."""
+    world = max(int(os.environ.get(key, "1") or 1) for key in ("WORLD_SIZE", "SLURM_NTASKS"))
+    if world <= 1:
+        return None
+    raw = (os.environ.get("TORCHELASTIC_RUN_ID") or os.environ.get("SLURM_JOB_ID")
+           or f"{os.environ.get('MASTER_ADDR', '')}-{os.environ.get('MASTER_PORT', '')}")
+    restarts = os.environ.get("TORCHELASTIC_RESTART_COUNT") or os.environ.get("SLURM_RESTART_COUNT") or "0"
+    raw = f"{raw}-{restarts}"
+    return "".join(c if c.isalnum() or c in "-_." else "-" for c in raw)
+
+
+def _decision_file(chain: Chain, launch: str, stage: str) -> Path:
+    return chain.out / f".launch-{launch}" / f"{stage}.json"
+
+
+def _announce(chain: Chain, launch: str | None, stage: str, action: str, args: Sequence[str] = ()) -> None:
+    """Rank 0 tells the other ranks of an external launch what it does with a stage."""
+    if launch is not None:
+        _write_json(_decision_file(chain, launch, stage), {"action": action, "args": list(args), "written": time.time()})
+
+
+def _await_decision(chain: Chain, launch: str, stage: str) -> dict[str, Any]:
+    path = _decision_file(chain, launch, stage)
+    deadline = time.monotonic() + float(os.environ.get("DAEFR_CHAIN_WAIT", "3600"))
+
+    def fresh() -> bool:  # written by this launch's rank 0 (ranks start within seconds of each other)
+        try:
+            return float(json.loads(path.read_text(encoding="utf-8")).get("written", 0)) >= _STARTED - 60
+        except (OSError, ValueError):
+            return False
+
+    while not fresh():
+        if time.monotonic() > deadline:
+            raise ChainError(f"rank {process_rank()}: no word from rank 0 about stage {stage!r} ({path}) within "
+                             f"$DAEFR_CHAIN_WAIT seconds; is the output folder on a filesystem all ranks share?")
+        time.sleep(0.2)
+    return dict(json.loads(path.read_text(encoding="utf-8")))
+
+
+def _follow(chain: Chain, launch: str, fit: Callable[[list[str]], int]) -> dict[str, Any]:
+    """Ranks other than 0 of an external launch: run each stage as rank 0 decided (skip, train or resume)."""
+    for stage in chain.stages:
+        decision = _await_decision(chain, launch, stage.name)
+        if decision["action"] == "skip":
+            continue
+        if decision["action"] != "fit":
+            raise ChainError(f"rank 0 stopped the chain at stage {stage.name!r}; see its output")
+        try:
+            code = fit(list(decision["args"]))
+        finally:
+            _finish_wandb()
+        if code != 0:
+            raise ChainError(f"stage {stage.name!r} failed on rank {process_rank()} (exit code {code})")
+    return read_manifest(chain)
+
+
+def _end_distributed_stage(before: Mapping[str, str | None]) -> None:
+    """Undo what a stage's DDP launch left in this process, so the next stage launches afresh.
+
+    Lightning's own launcher re-runs only ``daefr fit --config <stage>`` in its extra processes (they end
+    with the stage) and leaves ``LOCAL_RANK``/``WORLD_SIZE``/``MASTER_*`` set here, which would make the next
+    stage wait for processes that are gone. Under torchrun or SLURM the variables came from outside and
+    stay; every rank closes the process group the same way and the next stage opens it again.
+    """
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+    for key, value in before.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+
+
 def _move_aside(chain: Chain, stage: str) -> None:
     folder = chain.stage_dir(stage)
-    if folder.exists():
+    if folder.exists() and process_rank() == 0:
         target = chain.out / ".previous" / f"{stage}-{time.strftime('%Y%m%d-%H%M%S')}"
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.move(str(folder), str(target))
@@ -317,6 +412,23 @@ def run_chain(
         from daefr.lightning_cli import run_lightning
 
         fit = run_lightning
+    lead, launch = process_rank() == 0, launch_id()
+    if launch is not None and not lead:
+        return _follow(chain, launch, fit)
+    if launch is not None:  # decisions of an earlier launch with the same id must not be followed
+        shutil.rmtree(_decision_file(chain, launch, "x").parent, ignore_errors=True)
+    try:
+        return _lead(chain, rerun, fit, say, launch)
+    except BaseException:
+        if launch is not None:  # let the other ranks stop instead of waiting for a decision
+            for stage in chain.stages:
+                if not _decision_file(chain, launch, stage.name).is_file():
+                    _announce(chain, launch, stage.name, "abort")
+        raise
+
+
+def _lead(chain: Chain, rerun: Sequence[str], fit: Callable[[list[str]], int], say: Callable[[str], None],
+          launch: str | None) -> dict[str, Any]:
     names = [s.name for s in chain.stages]
     unknown = set(rerun) - set(names)
     if unknown:
@@ -343,6 +455,7 @@ def run_chain(
         if record.get("status") == "finished":
             if record.get("inputs") == inputs and final.is_file() and sha256(final) == record["checkpoint"]["sha256"]:
                 say(f"{tag}: finished before, skipped")
+                _announce(chain, launch, stage.name, "skip")
                 continue
             say(f"{tag}: its inputs or checkpoint changed since it finished; training it again")
             _move_aside(chain, stage.name)
@@ -353,7 +466,7 @@ def run_chain(
             _move_aside(chain, stage.name)
         folder.mkdir(parents=True, exist_ok=True)
         config_path = folder / STAGE_CONFIG
-        tmp = folder / f".{STAGE_CONFIG}.tmp"
+        tmp = folder / f".{STAGE_CONFIG}.{os.getpid()}.tmp"  # every rank writes the same text
         tmp.write_text(text, encoding="utf-8")
         os.replace(tmp, config_path)
         say(f"{tag}: " + (f"resuming from {last}" if resume else "training"))
@@ -362,10 +475,14 @@ def run_chain(
                                "inputs": inputs, "started": record.get("started", started) if resume else started}
         _write_json(chain.out / MANIFEST, manifest)
         args = ["fit", "--config", str(config_path)] + (["--ckpt_path", str(last)] if resume else [])
+        _announce(chain, launch, stage.name, "fit", args)
+        launch_env = {key: os.environ.get(key) for key in _LAUNCH_ENV}
         try:
             code = fit(args)
         finally:
             _finish_wandb()
+            if launch is None:  # an external launch keeps its process group for the next stage
+                _end_distributed_stage(launch_env)
         if code == 0 and not final.is_file() and resume and last.is_file():
             # resumed from a last.ckpt taken at max_steps: Lightning has nothing left to run
             shutil.copy2(last, final)

@@ -112,3 +112,27 @@ def test_chain_resumes_a_killed_stage_and_ends_with_the_uninterrupted_weights(tm
         run_chain(chain, rerun=["restoration"], fit=fake_fit, say=lambda _: None)
     assert ran == ["restoration"]
     assert list((killed / ".previous").glob("restoration-*")), "the replaced stage folder was not kept"
+
+
+@pytest.mark.slow
+@pytest.mark.ddp
+@pytest.mark.parametrize("launcher", ["lightning", "torchrun"])
+def test_chain_under_two_process_ddp(tmp_path: Path, launcher: str) -> None:
+    """Lightning's launcher re-runs `daefr fit` per stage; torchrun runs `daefr train` on both ranks, and rank 1
+    follows rank 0's decisions. Either way the four stages train on 2 processes and one manifest is written."""
+    ddp = ("trainer.strategy={class_path: lightning.pytorch.strategies.DDPStrategy, init_args: "
+           "{process_group_backend: gloo, timeout: '0:02:00', find_unused_parameters: true}}")
+    out = tmp_path / "ddp"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "disabled"}
+    args = ["train", str(CHAIN), "--out", str(out), FIXED, *STEPS, "trainer.devices=2", ddp]
+    head = [sys.executable, "-m", "daefr"] if launcher == "lightning" else \
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "daefr"]
+    proc = subprocess.Popen(head + args, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    text = _finish(proc)
+    assert text.count("hq_codebook: training") == 1, text[-3000:]  # rank 1 prints nothing
+    manifest = json.loads((out / "chain.json").read_text())
+    assert [r["status"] for r in manifest["stages"].values()] == ["finished"] * 4
+    assert manifest["stages"]["restoration"]["global_step"] == 6
+    assert not list(out.glob("**/.*.tmp")), "a temporary file was left behind"
+    state = torch.load(out / "restoration/checkpoints/final.ckpt", map_location="cpu", weights_only=True)
+    assert state["global_step"] == 6

@@ -26,7 +26,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from omegaconf import OmegaConf
 
-    from daefr.chain import load_chain, read_manifest, run_chain, stage_config
+    from daefr.chain import load_chain, process_rank, read_manifest, run_chain, stage_config
     from daefr.config_files import resolve_config_path
 
     chain = load_chain(resolve_config_path(args.chain), out=args.output, overrides=args.overrides)
@@ -35,11 +35,14 @@ def run(args: argparse.Namespace) -> int:
             print(f"# ---- {stage.name} ({stage.config})")
             print(OmegaConf.to_yaml(stage_config(chain, stage)))
         return 0
+    lead = process_rank() == 0  # under torchrun/SLURM every rank runs this command; rank 0 speaks
     done = read_manifest(chain).get("stages") or {}
-    if done:
+    if done and lead:
         print(f"chain {chain.name!r}: resuming in {chain.out} (stages on record: {', '.join(done)}; finished "
               "ones with an unchanged config are skipped)")
     manifest = run_chain(chain, rerun=args.rerun)
+    if not lead:
+        return 0
     print(f"chain {chain.name!r} finished: {chain.out / 'chain.json'}")
     for name, record in manifest["stages"].items():
         shown = ", ".join(f"{k} {v:.4g}" for k, v in sorted(record.get("metrics", {}).items()) if "val/" in k)
