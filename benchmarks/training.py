@@ -244,24 +244,29 @@ def load_text() -> str:
 
 
 def table(rows: list[dict[str, Any]]) -> list[str]:
-    """Markdown rows: one per configuration, with ratios against ``base`` of the same stage/arch/batch."""
-    base = {(r["arch"], r["stage"], r["batch"], r.get("precision")): r for r in rows
+    """Markdown rows: one per configuration, with ratios against ``base`` of the same run/stage/arch/batch.
+
+    ``run`` (set per log file by ``--from-log``) keeps the ratios within one run: the load of the shared CPU
+    changes between runs.
+    """
+    base = {(r.get("run", 0), r["arch"], r["stage"], r["batch"], r.get("precision")): r for r in rows
             if r.get("options") == ["base"] and "error" not in r}
-    peaks = {(r["arch"], r["stage"], tuple(r["options"]), r.get("precision"), r["batch"]): r["peak_mb"]
-             for r in rows if "error" not in r}
-    lines = ["| arch | stage | batch | options | precision | s/step (median) | CPU s/step | images/s | peak MB | "
+    peaks = {(r.get("run", 0), r["arch"], r["stage"], tuple(r["options"]), r.get("precision"), r["batch"]):
+             r["peak_mb"] for r in rows if "error" not in r}
+    lines = ["| run | arch | stage | batch | options | precision | s/step (median) | CPU s/step | images/s | peak MB | "
              "MB per extra image | time vs base | CPU time vs base | peak vs base |",
-             "| --- | --- | ---: | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+             "| ---: | --- | --- | ---: | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for r in rows:
         opts = "+".join(r.get("options", ["base"]))
-        head = f"| {r['arch']} | {r['stage']} | {r['batch']} | {opts} | {r.get('precision')} "
+        head = f"| {r.get('run', 0)} | {r['arch']} | {r['stage']} | {r['batch']} | {opts} | {r.get('precision')} "
         if "error" in r:
             lines.append(head + f"| failed: {r['error'][:80]} | | | | | | | |")
             continue
-        key = (r["arch"], r["stage"], tuple(r["options"]), r.get("precision"))
+        run = r.get("run", 0)
+        key = (run, r["arch"], r["stage"], tuple(r["options"]), r.get("precision"))
         one, two = peaks.get((*key, 1)), peaks.get((*key, 2))
         per = f"{two - one:.0f}" if r["batch"] == 2 and one is not None and two is not None else ""
-        ref = base.get((r["arch"], r["stage"], r["batch"], r.get("precision")))
+        ref = base.get((run, r["arch"], r["stage"], r["batch"], r.get("precision")))
         t_ratio = f"{r['step_s'] / ref['step_s']:.2f}x" if ref and ref is not r else ""
         p_ratio = f"{r['peak_mb'] / ref['peak_mb']:.2f}x" if ref and ref is not r else ""
         cpu = f"{r['cpu_s']:.3f}" if "cpu_s" in r else "-"
@@ -293,7 +298,8 @@ def markdown(rows: list[dict[str, Any]], command: str, meta: dict[str, str]) -> 
         SECTION, "", f"Command: `{command}`", "",
         f"Machine: {meta['machine']}. Load average (1, 5, 15 min) at the start {meta['load_start']}, at the end "
         f"{meta['load_end']}: the CPU is shared with other work, so absolute times move with the load; the "
-        "ratios against `base` (same stage, batch and run) are the figures to compare.", "",
+        "ratios against `base` (same stage, batch and run) are the figures to compare."
+        + (f" Load average per run (start -> end): {meta['runs']}." if meta.get("runs") else ""), "",
         "Random weights; GAN and LPIPS on from the first step. Peak MB is the process's peak RSS (VmHWM, a fresh "
         "process per row: weights, Adam state, activations, the Python/torch runtime) on CPU and "
         "`torch.cuda.max_memory_allocated` on CUDA. \"MB per extra image\" is peak(batch 2) - peak(batch 1).", "",
@@ -329,13 +335,15 @@ def main() -> None:
     meta = {"machine": f"{cpu_model()}, {os.cpu_count()} visible cores, {args.threads} torch threads, "
                        f"device {args.device}", "load_start": load_text()}
     if args.from_log:
-        entries = [json.loads(line) for log in args.from_log for line in log.read_text().splitlines() if line.strip()]
-        metas = [e["meta"] for e in entries if e.get("meta")]
+        entries = [{**json.loads(line), "run": i + 1} for i, log in enumerate(args.from_log)
+                   for line in log.read_text().splitlines() if line.strip()]
+        metas = [{**e["meta"], "run": e["run"]} for e in entries if e.get("meta")]
         rows = [e for e in entries if not e.get("meta")]
         if metas:
             meta.update(machine=metas[0]["machine"], load_start=metas[0]["load_start"],
                         load_end=metas[-1].get("load_end", "not recorded"))
         command = "`; `".join(m["command"] for m in metas if m.get("command")) or "benchmarks/training.py"
+        meta["runs"] = "; ".join(f"run {m['run']}: load {m['load_start']} -> {m.get('load_end', '?')}" for m in metas)
     else:
         log = args.cache / f"training-{time.strftime('%Y%m%d-%H%M%S')}.jsonl"
         command = ".venv/bin/python benchmarks/training.py " + " ".join(a for a in sys.argv[1:] if a != "--write")

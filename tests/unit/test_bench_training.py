@@ -59,9 +59,12 @@ def test_table_ratios_against_base() -> None:
     rows = [row(["base"], 1, 10.0, 8000), row(["base"], 2, 20.0, 14000), row(["checkpointing"], 1, 13.0, 6000),
             row(["checkpointing"], 2, 26.0, 8000), {**row(["grads_kept"], 1, 1.0, 1.0), "error": "exit 1: boom"}]
     lines = training.table(rows)
-    assert "| full | codebook | 2 | base | 32-true | 20.000 | 40.000 | 0.10 | 14000 | 6000 |  |  |  |" in lines
-    assert "| full | codebook | 1 | checkpointing | 32-true | 13.000 | 26.000 | 0.08 | 6000 |  | 1.30x | 1.30x | 0.75x |" \
+    assert "| 0 | full | codebook | 2 | base | 32-true | 20.000 | 40.000 | 0.10 | 14000 | 6000 |  |  |  |" in lines
+    assert "| 0 | full | codebook | 1 | checkpointing | 32-true | 13.000 | 26.000 | 0.08 | 6000 |  | 1.30x | 1.30x | 0.75x |" \
         in lines
-    assert "| full | codebook | 2 | checkpointing | 32-true | 26.000 | 52.000 | 0.08 | 8000 | 2000 | 1.30x | 1.30x | " \
+    assert "| 0 | full | codebook | 2 | checkpointing | 32-true | 26.000 | 52.000 | 0.08 | 8000 | 2000 | 1.30x | 1.30x | " \
         "0.57x |" in lines
     assert any("failed: exit 1: boom" in line for line in lines)
+    # another run's rows are not compared with this run's base
+    other = training.table([{**r, "run": 2} for r in rows[2:4]] + rows[:2])
+    assert "| 2 | full | codebook | 1 | checkpointing | 32-true | 13.000 | 26.000 | 0.08 | 6000 |  |  |  |  |" in other
