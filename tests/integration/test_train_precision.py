@@ -10,7 +10,8 @@ Compared curves: the codebook stage's reconstruction loss (L1 + LPIPS; GAN on fr
 total loss before the GAN starts: once the GAN is on, the total is a difference of comparable terms
 (nll + w * g_loss with g_loss < 0), and the adversarial game amplifies any difference: fp32 against
 bf16 then differ by up to 90% at single steps while the reconstruction loss stays within a few percent.
-The association stage's total (both branches + CLIP loss, GAN on from step 10); the restoration loss.
+The association stage likewise: both branches' reconstruction losses over all steps, and its total (both
+branches + CLIP loss) before the GAN starts at step 10. The restoration loss over all steps.
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ STEP_TOLERANCE = 0.10
 MEAN_TOLERANCE = 0.03
 # (stage, logged loss, first step compared, last step compared)
 CURVES = {"codebook": [("train/nll_loss", 0, STEPS), ("train/loss", 0, DISC_START)],
-          "association": [("train/loss", 0, STEPS)],
+          "association": [("train/hq/rec_loss", 0, STEPS), ("train/lq/rec_loss", 0, STEPS), ("train/loss", 0, DISC_START)],
           "restoration": [("train/loss", 0, STEPS)]}
 
 

@@ -27,6 +27,7 @@ import torch
 from torch import Tensor, nn
 
 from daefr.errors import CheckpointError
+from daefr.nn.quantizer import float32_region
 from daefr.utils.weights import load_state_dict_file, resolve_weights
 
 VGG16_WIDTHS: tuple[int, int, int, int, int] = (64, 128, 256, 512, 512)
@@ -196,9 +197,17 @@ class LPIPS(nn.Module):
         return super().train(mode and self.dropout_in_train)
 
     def forward(self, input: Tensor, target: Tensor) -> Tensor:
-        """Distance between (B, 3, H, W) images in [-1, 1]: (B,) for reduction 'none', else a scalar."""
+        """Distance between (B, 3, H, W) images in [-1, 1]: (B,) for reduction 'none', else a scalar.
+
+        Always computed in float32, also under bf16/fp16 autocast: in bf16 the distance of a close
+        reconstruction is off by ~27% (docs/cluster.md, "Mixed precision"), and only a float32 VGG fixes it.
+        """
         if input.shape != target.shape or input.dim() != 4 or input.shape[1] != 3:
             raise ValueError(f"LPIPS expects two (B, 3, H, W) tensors of equal shape, got {input.shape} and {target.shape}")
+        with float32_region(input):
+            return self._distance(input.float(), target.float())
+
+    def _distance(self, input: Tensor, target: Tensor) -> Tensor:
         feats_a = self.net(self.scaling_layer(input))
         feats_b = self.net(self.scaling_layer(target))
         total = input.new_zeros(input.shape[0])

@@ -160,7 +160,7 @@ class VQGANLoss(nn.Module):
         active = self.gan_active(global_step)
         loss = nll
         if active or self.official_quirks:  # official: evaluated and multiplied by 0 before disc_start
-            g_loss = -self.discriminator(recon.contiguous()).mean()
+            g_loss = -self.discriminator(recon.contiguous()).float().mean()  # a float32 mean under autocast
             if last_layer is not None and torch.is_grad_enabled() and last_layer.requires_grad:
                 d_weight = adaptive_gan_weight(nll, g_loss, last_layer, self.max_adaptive_weight)
             d_weight = d_weight * self.disc_weight
@@ -181,8 +181,8 @@ class VQGANLoss(nn.Module):
         self, target: torch.Tensor, recon: torch.Tensor, global_step: int, split: str = "train"
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Discriminator loss on real ``target`` and detached ``recon``; returns (scalar, log dict)."""
-        logits_real = self.discriminator(target.contiguous().detach())
-        logits_fake = self.discriminator(recon.contiguous().detach())
+        logits_real = self.discriminator(target.contiguous().detach()).float()
+        logits_fake = self.discriminator(recon.contiguous().detach()).float()
         factor = self.disc_factor if self.gan_active(global_step) else 0.0
         d_loss = factor * self._d_loss_fn(logits_real, logits_fake)
         return d_loss, {

@@ -91,6 +91,11 @@ class TrainingStage(LightningModule):
         compile: ``torch.compile`` the trained networks (bool, or a dict of compile options).
         val_panels: number of validation samples shown in the LQ | restored | HQ panel.
         official_quirks: reproduce the official training loop (see the module docstring); default True.
+        activation_checkpointing: recompute encoder/decoder activations in the backward pass instead of
+            storing them (same gradients; codebook stage at 512 px: 0.44-0.50x peak memory for 1.12x time,
+            benchmarks/RESULTS.md "Training").
+        channels_last: train the networks and batches in ``torch.channels_last`` memory format.
+        adam: ``default`` (torch's choice), ``foreach`` or ``fused`` Adam implementation (same update rule).
     """
 
     def __init__(
@@ -104,10 +109,17 @@ class TrainingStage(LightningModule):
         compile: bool | dict[str, Any] = False,
         val_panels: int = 4,
         official_quirks: bool = True,
+        activation_checkpointing: bool = False,
+        channels_last: bool = False,
+        adam: str = "default",
     ) -> None:
         super().__init__()
         if len(tuple(betas)) != 2:
             raise ConfigError(f"betas must have two values, got {betas}")
+        if adam not in ("default", "foreach", "fused"):
+            raise ConfigError(f"adam must be default, foreach or fused, got {adam!r}")
+        self.activation_checkpointing, self.channels_last, self.adam = bool(activation_checkpointing), \
+            bool(channels_last), adam
         self.learning_rate = float(learning_rate)
         self.scale_lr = scale_lr
         self.lr_batch_size = lr_batch_size
@@ -146,8 +158,9 @@ class TrainingStage(LightningModule):
         return self.learning_rate * int(batch) * world * self.accumulation()
 
     def make_adam(self, params: Iterable[Any], lr: float) -> torch.optim.Adam:
-        """Adam with the stage's betas over ``params`` (tensors or param-group dicts)."""
-        return torch.optim.Adam(params, lr=lr, betas=self.betas)
+        """Adam with the stage's betas over ``params`` (tensors or param-group dicts), in the chosen implementation."""
+        implementation = {"foreach": {"foreach": True}, "fused": {"fused": True}}.get(self.adam, {})
+        return torch.optim.Adam(params, lr=lr, betas=self.betas, **implementation)
 
     def make_scheduler(self, optimizer: torch.optim.Optimizer) -> LRScheduler:
         """The configured per-step schedule for ``optimizer``."""
@@ -160,6 +173,14 @@ class TrainingStage(LightningModule):
         return []
 
     def configure_model(self) -> None:
+        if self.activation_checkpointing:
+            from daefr.nn.vqgan import set_activation_checkpointing
+
+            if sum(set_activation_checkpointing(m, True) for m in self.compiled_modules()) == 0:
+                raise ConfigError(f"{type(self).__name__}: activation_checkpointing found no VQGAN encoder or "
+                                  "decoder among its trained networks (plugin components do not support it)")
+        if self.channels_last:
+            self.to(memory_format=torch.channels_last)
         if not self.compile_option:
             return
         options = dict(self.compile_option) if isinstance(self.compile_option, Mapping) else {}
@@ -243,16 +264,16 @@ class TrainingStage(LightningModule):
         self.evaluation_epoch_end("test")
 
     # ----- batches -------------------------------------------------------------------------------
-    @staticmethod
-    def images(batch: Mapping[str, Any], key: str) -> torch.Tensor:
-        """``batch[key]`` as (B, 3, H, W); a clear error when the data module does not provide it."""
+    def images(self, batch: Mapping[str, Any], key: str) -> torch.Tensor:
+        """``batch[key]`` as (B, 3, H, W) (in ``channels_last`` when that option is on); a clear error when the
+        data module does not provide it."""
         if key not in batch:
             hint = " (configure a degradation in the data module to produce LQ images)" if key == "lq" else ""
             raise ConfigError(f"this stage needs batch[{key!r}] but the batch has keys {sorted(batch)}{hint}")
         x = batch[key]
         if not isinstance(x, torch.Tensor) or x.ndim != 4:
             raise ConfigError(f"batch[{key!r}] must be a (B, C, H, W) tensor, got {type(x).__name__}")
-        return x
+        return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
 
     # ----- checkpoints ---------------------------------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
