@@ -19,7 +19,9 @@ def test_preview_writes_grid(tmp_path: Path) -> None:
                "--presets", "daefr_small", "gfpgan"])
     assert rc == 0 and out.is_file()
     grid = np.asarray(Image.open(out).convert("RGB"))
-    assert grid.shape == (2 * 48, 110 + 3 * 48, 3)
+    assert grid.shape == (2 * (48 + 52), 110 + 3 * 48, 3)
+    caption = grid[48:100, 158:206]  # the text under the first degraded tile
+    assert (caption < 128).any(), "the tile's parameters are not written under it"
     # first column is the input, the degraded tiles differ from it
     tile_in = grid[:48, 110:158].astype(int)
     tile_lq = grid[:48, 158:206].astype(int)
@@ -33,3 +35,19 @@ def test_preview_reports_unreadable_image(tmp_path: Path, capsys) -> None:
     assert rc == 1
     assert "cannot read image" in capsys.readouterr().err
     assert not (tmp_path / "x.png").exists()
+
+
+def test_tile_caption_names_the_sampled_parameters() -> None:
+    import torch
+
+    from daefr.commands.degrade_preview import tile_caption
+    from daefr.registry import REGISTRY
+
+    result = REGISTRY.build("degradations", "daefr_small")(torch.rand(2, 3, 48, 48),
+                                                           generator=torch.Generator().manual_seed(0))
+    text = tile_caption(result.params, 1)
+    p = result.params
+    assert f"down x{float(p['scale'][1]):.2f}" in text and f"jpeg q{int(p['jpeg_quality'][1])}" in text
+    assert f"noise {float(p['noise_sigma'][1]):.1f}" in text and "blur" in text
+    assert tile_caption(result.params, 0) != text
+

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import io
 from pathlib import Path
+from typing import Any
 
 NAME = "degrade-preview"
 HELP = "write a PNG grid of one face degraded by each degradation preset"
@@ -33,6 +34,30 @@ def _default_face() -> Path:
     if not faces:
         raise ConfigError("no demo face is packaged here; pass an image path: daefr degrade-preview FACE.png")
     return faces[0]
+
+
+CAPTION_H = 52  # four text lines under each row of tiles
+
+
+def tile_caption(params: dict[str, Any], index: int) -> str:
+    """The sampled parameters of sample ``index`` in a few short lines (blur, scale, noise, JPEG, colour)."""
+    def value(key: str) -> float | None:
+        tensor = params.get(key)
+        return None if tensor is None else float(tensor[index])
+
+    lines = []
+    if (sx := value("sigma_x")) is not None:
+        sy, size = value("sigma_y"), value("kernel_size")
+        sigma = f"{sx:.1f}" if sy is None or abs(sy - sx) < 0.05 else f"{sx:.1f}x{sy:.1f}"
+        lines.append(f"blur {sigma}" + (f" k{size:.0f}" if size is not None else ""))
+    if (scale := value("scale")) is not None:
+        lines.append(f"down x{scale:.2f}")
+    if (noise := value("noise_sigma")) is not None:
+        lines.append(f"noise {noise:.1f}" + (" poisson" if value("poisson") else ""))
+    if (quality := value("jpeg_quality")) is not None:
+        extra = " gray" if value("gray") else ""
+        lines.append(f"jpeg q{quality:.0f}{extra}")
+    return "\n".join(lines[:4])
 
 
 def run(args: argparse.Namespace) -> int:
@@ -71,17 +96,22 @@ def run(args: argparse.Namespace) -> int:
     hq = torch.from_numpy(np.asarray(face, dtype=np.float32) / 255.0).permute(2, 0, 1)[None]
     hq = hq.expand(args.samples, -1, -1, -1)
     label_w, s = 110, args.size
-    grid = Image.new("RGB", (label_w + s * (args.samples + 1), s * len(args.presets)), "white")
+    row_h = s + CAPTION_H  # each tile is labelled with its sampled parameters underneath
+    grid = Image.new("RGB", (label_w + s * (args.samples + 1), row_h * len(args.presets)), "white")
     draw = ImageDraw.Draw(grid)
     for row, name in enumerate(args.presets):
         module = REGISTRY.build("degradations", name)
         gen = torch.Generator().manual_seed(args.seed)
-        lq = module(hq, generator=gen).lq
-        tiles = (lq.clamp(0, 1) * 255.0).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
-        grid.paste(face, (label_w, row * s))
+        result = module(hq, generator=gen)
+        tiles = (result.lq.clamp(0, 1) * 255.0).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+        grid.paste(face, (label_w, row * row_h))
+        draw.text((label_w + 4, row * row_h + s + 2), "input", fill="black")
         for col, tile in enumerate(tiles):
-            grid.paste(Image.fromarray(tile), (label_w + s * (col + 1), row * s))
-        draw.text((6, row * s + s // 2 - 6), name, fill="black")
+            x = label_w + s * (col + 1)
+            grid.paste(Image.fromarray(tile), (x, row * row_h))
+            draw.multiline_text((x + 4, row * row_h + s + 2), tile_caption(result.params, col), fill="black",
+                                spacing=1)
+        draw.text((6, row * row_h + s // 2 - 6), name, fill="black")
     buffer = io.BytesIO()  # encoded first: Pillow seeks in its output, which a FIFO or /dev/stdout cannot
     grid.save(buffer, format="PNG")
     clean_orphaned_temps(out.parent, out.name)  # left by a run killed mid-write
