@@ -172,10 +172,15 @@ def test_torchscript_is_refused_without_trust(tmp_path: Path, capsys: pytest.Cap
     write_image(tmp_path / "face.png", np.zeros((16, 16, 3), np.uint8))
     assert main(["restore", str(tmp_path / "face.png"), "-o", str(tmp_path / "out"), "-w", str(path),
                  "--aligned", "--no-progress"]) != 0
-    assert "TorchScript file is a program" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "TorchScript file is a program" in err and "--trust-torchscript" in err
     assert not marker.exists()
-    # the payload is real: with the trust flag it runs (and writes the marker)
+    # the payload is real: with the trust flag it runs (and writes the marker), in Python and on the command line
     load_exported(path, "torchscript", trust_code=True)(torch.zeros(1, 3, 16, 16))
+    assert marker.read_bytes() == b"XXXX"
+    marker.unlink()
+    main(["restore", str(tmp_path / "face.png"), "-o", str(tmp_path / "out2"), "-w", str(path), "--aligned",
+          "--no-progress", "--trust-torchscript"])
     assert marker.read_bytes() == b"XXXX"
 
 
@@ -214,6 +219,10 @@ def test_convert_refuses_integer_official_weights(tmp_path: Path, capsys: pytest
     assert main(["convert", str(src), "-o", str(out)]) == 1
     err = capsys.readouterr().err
     assert key in err and "Traceback" not in err and not out.exists()
+    import daefr  # restoring with the official file directly refuses it the same way
+
+    with pytest.raises(CheckpointError, match="stored as torch.int32, not floating point"):
+        daefr.load_restorer(src)
     # integer step counters are the one integer entry of official files: they do not count
     sd[key] = sd[key].float()
     sd["loss.discriminator.main.3.num_batches_tracked"] = torch.tensor(7)

@@ -292,7 +292,7 @@ def _restore_all(args: argparse.Namespace, arch: str | dict[str, Any] | None, vi
     detector, upsampler = setup_components(args, _detector_spec(args), needs_detector=bool(videos) or not args.aligned)
     restorer = state.restorer = Restorer.from_pretrained(
         args.weights, device=args.device, precision=args.precision, arch=arch, fast=args.fast, backend=backend,
-        detector=detector, upsampler=upsampler, batch_size=args.batch_size, paste=args.paste,
+        trust_code=bool(getattr(args, "trust_torchscript", False)), detector=detector, upsampler=upsampler, batch_size=args.batch_size, paste=args.paste,
     )
     wrap_fidelity(restorer, getattr(args, "fidelity", 0.0))
     sizes = announce(restorer, args, backend, _say)

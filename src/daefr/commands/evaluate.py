@@ -32,6 +32,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_weights(src, None, "restore --lq with these restorer weights first (a .safetensors, the official ckpt, "
                 "a name from `daefr weights list` or an hf:// URI)")
     add_alias(src, "--checkpoint", "weights", "-w/--weights")
+    src.add_argument("--trust-torchscript", action="store_true",
+                     help="with --weights: run a TorchScript (.ts) file made elsewhere (a program; refused without this)")
     src.add_argument("--aligned", action=argparse.BooleanOptionalAction, default=True,
                      help="with --weights: --lq holds aligned face crops (default); --no-aligned: whole photos "
                           "(detect, align, paste back)")
@@ -70,7 +72,8 @@ def _restore_folder(args: argparse.Namespace, restored_dir: str) -> None:
     from daefr.metrics.restore import restore_folder
 
     backend = check_backend(args.weights, "auto")  # an exported .onnx/.ts/.pt2 runs on its own backend
-    restorer = Restorer.from_pretrained(args.weights, device=args.device, backend=backend)
+    restorer = Restorer.from_pretrained(args.weights, device=args.device, backend=backend,
+                                        trust_code=bool(getattr(args, "trust_torchscript", False)))
     restore_folder(restorer, args.lq, restored_dir, aligned=args.aligned)
 
 
@@ -125,7 +128,13 @@ def run(args: argparse.Namespace) -> int:
         result = evaluate_folders(restored, args.gt, args.lq, cfg, progress=lambda _name: bar.update())
     if args.fid_save_stats:
         _save_fid_stats(restored, cfg, args.fid_save_stats)
-    paths = write_run(result, args.output, title=args.title or "daefr evaluation", examples=args.examples)
+    provenance: dict[str, object] = {"command": sys.argv}
+    if args.weights:
+        from daefr.utils.weights import resolve_weights_spec
+
+        provenance["weights"] = str(resolve_weights_spec(args.weights, "restorer weights"))
+    paths = write_run(result, args.output, title=args.title or "daefr evaluation", examples=args.examples,
+                      provenance=provenance)
     for name in result.metrics:
         if name in result.skipped:
             print(f"{name:>6}: skipped ({result.skipped[name]})")

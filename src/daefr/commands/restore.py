@@ -62,6 +62,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--fast", action="store_true",
                         help="fast inference path: fused attention and blocks, argmax, channels-last (faster; "
                              "deviates slightly from the official numerics; --precision bf16 adds bf16 autocast)")
+    parser.add_argument("--trust-torchscript", action="store_true",
+                        help="run a TorchScript (.ts) file made elsewhere: it is a program that can do anything when "
+                             "loaded; without this flag such a file is refused")
     parser.add_argument("--backend", choices=("auto", "torch", "onnx", "torchscript", "exported-program"),
                         default="auto", help="auto (default): by the --weights file (.onnx: ONNX Runtime, .ts: "
                         "TorchScript, .pt2: ExportedProgram, weights: torch); or force one (a weights file is "

@@ -186,6 +186,7 @@ class Restorer:
         backend: str = "torch",
         threads: int | None = None,
         onnx_options: dict[str, Any] | None = None,
+        trust_code: bool = False,
         **kwargs: Any,
     ) -> Restorer:
         """Load our safetensors export or an official ``DAEFR_model.ckpt`` and wrap it.
@@ -195,7 +196,8 @@ class Restorer:
         (:mod:`daefr.models.inference_options`: fused attention and blocks, argmax, channels-last);
         ``backend``: ``torch``, ``onnx``, ``torchscript``, ``exported-program`` or ``auto`` (see
         :func:`daefr.inference.backends.load_network`); ``threads`` / ``onnx_options``: ONNX Runtime
-        intra-op threads and session overrides (onnx backend only); ``kwargs`` go to :class:`Restorer`.
+        intra-op threads and session overrides (onnx backend only); ``trust_code``: run a TorchScript file
+        from elsewhere (TorchScript is a program; see docs/reliability.md); ``kwargs`` go to :class:`Restorer`.
         """
         from daefr.inference.backends import load_network
         from daefr.utils.weights import resolve_weights_spec
@@ -203,7 +205,7 @@ class Restorer:
         path = resolve_weights_spec(path, "restorer weights")  # a file, a name (daefr), hf:// or a URL
         options = {"preset": arch} if isinstance(arch, str) else dict(arch or {})
         network = load_network(path, backend=backend, fast=fast, precision=precision, arch=options,
-                               threads=threads, onnx_options=onnx_options)
+                               threads=threads, onnx_options=onnx_options, trust_code=trust_code)
         return cls(network, device=device, precision=precision, **kwargs)
 
     # ----- components ------------------------------------------------------------------------

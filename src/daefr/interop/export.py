@@ -248,7 +248,8 @@ def _require_trusted_torchscript(path: Path, trust_code: bool) -> None:
         return
     raise UnsafeFileError(
         f"{path}: refused: a TorchScript file is a program (its code runs when it is loaded and run, and can "
-        "read or write files); daefr runs one only when you trust its author (trust_code=True), else use the "
+        "read or write files); daefr runs one only when you trust its author (`daefr restore --trust-torchscript`, "
+        "trust_code=True in Python), else use the "
         ".onnx or .safetensors export of the model")
 
 

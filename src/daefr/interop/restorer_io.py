@@ -23,7 +23,7 @@ from torch import Tensor
 
 from daefr.errors import CheckpointError, ConfigError, UnsafeFileError, WeightsNotFoundError
 from daefr.interop.keymap_daefr import is_daefr_final_state_dict, load_official_into_restorer
-from daefr.interop.official_reader import read_official_checkpoint
+from daefr.interop.official_reader import check_float_weights, read_official_checkpoint
 from daefr.models.restorer import DAEFRRestorer, restorer_arch
 from daefr.registry import check_file_spec, reading_file
 from daefr.utils.state_dicts import compare_state_dicts
@@ -137,6 +137,7 @@ def restorer_from_official(state_dict: Mapping[str, Tensor], *, preset: str | No
     report is attached as ``restorer.load_report``. Returns the restorer in eval mode.
     """
     sd = _unwrap(state_dict)
+    check_float_weights(sd, "the official checkpoint")  # an integer weight would be cast silently
     try:
         if preset is None and is_daefr_final_state_dict(sd):
             cfg = restorer_arch("release", **{**infer_official_arch(sd), **arch})  # given keywords win
