@@ -25,14 +25,10 @@ def _one_thread() -> Iterator[None]:
 
 @pytest.fixture(scope="module")
 def run(repo_root: Path) -> tuple[tp.TrainingFixture, tp.StageUnderTest, tp.Record]:
-    directory = tp.training_parity_dir(repo_root)
-    if not (directory / f"{NAME}.json").is_file():
-        pytest.skip(f"training-parity fixtures not found in {directory} (set ${tp.ENV_VAR})")
-    return tp.run_fixture(directory, NAME)
+    return tp.run_or_skip(repo_root, NAME)
 
 
-def _no_failures(failures: list[str]) -> None:
-    assert not failures, f"{len(failures)} deviations:\n" + "\n".join(failures[:40])
+_no_failures = tp.assert_no_failures
 
 
 def test_recipe_weights_loaded_into_our_stage(run: tuple) -> None:

@@ -906,3 +906,19 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
+
+
+def run_or_skip(repo_root: Path, name: str) -> tuple[TrainingFixture, StageUnderTest, Record]:
+    """:func:`run_fixture` on ``name`` in the fixture folder, or skip the calling test when it is absent."""
+    import pytest
+
+    directory = training_parity_dir(repo_root)
+    if not (directory / f"{name}.json").is_file():
+        pytest.skip(f"training-parity fixtures not found in {directory} (set ${ENV_VAR})")
+    return run_fixture(directory, name)
+
+
+def assert_no_failures(failures: list[str]) -> None:
+    """Fail with the first 40 deviations listed."""
+    assert not failures, f"{len(failures)} deviations:\n" + "\n".join(failures[:40])
+
