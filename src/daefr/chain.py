@@ -245,6 +245,7 @@ class ChainRecorder(Callback):
         self.artifact, self.inputs = artifact, dict(inputs or {})
 
     def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        """Save the stage's final checkpoint; on rank 0 write its metrics JSON and log the W&B artifact if asked."""
         trainer.save_checkpoint(self.checkpoint)  # collective under DDP; rank 0 writes
         if not trainer.is_global_zero:
             return

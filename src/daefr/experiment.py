@@ -222,7 +222,7 @@ def run_experiment(exp: Experiment, fit: Callable[[list[str]], int] | None = Non
 
 # -------------------------------------------------------------------------------------------- report
 def aggregate(per_seed: dict[int, dict[str, float]]) -> dict[str, dict[str, float]]:
-    """metric -> {mean, std (sample, 0 for one seed), min, max, n} over seeds."""
+    """Metric -> {mean, std (sample, 0 for one seed), min, max, n} over seeds."""
     out: dict[str, dict[str, float]] = {}
     for metric in sorted({m for s in per_seed.values() for m in s}):
         values = [s[metric] for s in per_seed.values() if metric in s and math.isfinite(s[metric])]

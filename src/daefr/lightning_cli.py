@@ -203,6 +203,7 @@ class DaefrCLI(LightningCLI):
     # Configuration errors become one-line ConfigErrors (daefr.cli_errors) instead of usage dumps and
     # nested jsonargparse reports; errors raised while training are not touched.
     def parse_arguments(self, parser: Any, args: Any) -> None:
+        """Parse as LightningCLI does; bad arguments, empty configs and failed interpolations are one-line ConfigErrors."""
         from jsonargparse import ArgumentError
         from omegaconf.errors import OmegaConfBaseException
 
@@ -219,6 +220,7 @@ class DaefrCLI(LightningCLI):
         _check_values(self.config)
 
     def instantiate_classes(self) -> None:
+        """Build the model, data and trainer; a constructor's bad value is a one-line ConfigError."""
         from lightning.fabric.utilities.exceptions import MisconfigurationException
 
         from daefr.cli_errors import config_error_message, daefr_error_in_chain

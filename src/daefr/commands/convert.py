@@ -10,6 +10,7 @@ HELP = "convert an official DAEFR checkpoint (.ckpt) to safetensors with daefr's
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the ``daefr convert`` options to ``parser``."""
     from daefr.commands._options import add_force, add_output, add_positional_alias, add_weights
 
     add_weights(parser, None, "official checkpoint: DAEFR_model.ckpt, HQ/LQ_codebook.ckpt, Association_stage.ckpt")
@@ -29,6 +30,7 @@ REQUIRED = ("weights", "output")
 
 
 def run(args: argparse.Namespace) -> int:
+    """Run ``daefr convert`` (convert an official checkpoint to safetensors) with the parsed ``args``; returns the exit code."""
     from daefr.interop.convert import convert_official
     from daefr.utils.io import clean_orphaned_temps, refuse_input_as_output
 

@@ -15,6 +15,7 @@ _DEMO_FACE = Path(__file__).resolve().parents[1] / "assets" / "demo_faces" / "va
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the ``daefr degrade-preview`` options to ``parser``."""
     parser.add_argument("image", nargs="?", default=None,
                         help="face image (default: the first face of the package's demo assets)")
     parser.add_argument("-o", "--output", default="degrade_preview.png",
@@ -61,6 +62,7 @@ def tile_caption(params: dict[str, Any], index: int) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Run ``daefr degrade-preview`` (write the degradation preview grid) with the parsed ``args``; returns the exit code."""
     import numpy as np
     import torch
     from PIL import Image, ImageDraw

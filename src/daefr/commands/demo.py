@@ -11,6 +11,7 @@ HELP = "train the whole tiny DAEFR chain on the embedded faces (or --data DIR) a
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the ``daefr demo`` options to ``parser``."""
     parser.add_argument("--data", default=None,
                         help="face images: a folder with train/ and val/ sub-folders, or one folder (10%% held out); "
                              "default: the embedded demo faces")
@@ -24,6 +25,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Run ``daefr demo`` (run the embedded demo job) with the parsed ``args``; returns the exit code."""
     import json
     import os
     from dataclasses import replace

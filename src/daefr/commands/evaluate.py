@@ -16,6 +16,7 @@ REQUIRED = ("output",)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the ``daefr evaluate`` options to ``parser``."""
     from daefr.commands._options import (
         add_alias,
         add_device,
@@ -78,6 +79,7 @@ def _restore_folder(args: argparse.Namespace, restored_dir: str) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Run ``daefr evaluate`` (score restored faces and write a report) with the parsed ``args``; returns the exit code."""
     import sys
     from pathlib import Path
 

@@ -9,6 +9,7 @@ HELP = "train several variants of a chain over seeds, evaluate on the same held-
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the ``daefr experiment`` options to ``parser``."""
     parser.add_argument("experiment", help="experiment file (see configs/experiments/)")
     parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
                         help="overrides for every variant's chain (KEY or STAGE.KEY, values are YAML)")
@@ -20,6 +21,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Run ``daefr experiment`` (run an experiment's variants and report) with the parsed ``args``; returns the exit code."""
     import os
 
     from daefr.config_files import resolve_config_path

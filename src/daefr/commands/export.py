@@ -19,6 +19,7 @@ _FORMATS = ("onnx", "torchscript", "exported-program")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the ``daefr export`` options to ``parser``."""
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
     parser.description = (__doc__ or "").split("\n\n", 1)[1]
     from daefr.commands._options import add_force, add_output, add_positional_alias, add_weights
@@ -70,6 +71,7 @@ def _output_for(output: str, fmt: str) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Run ``daefr export`` (export the restorer) with the parsed ``args``; returns the exit code."""
     import gc
     import time
 

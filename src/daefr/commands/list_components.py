@@ -9,10 +9,12 @@ HELP = "list registered components (name, source, target, description)"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the ``daefr list`` options to ``parser``."""
     parser.add_argument("group", nargs="?", help="one registry group (default: all groups)")
 
 
 def run(args: argparse.Namespace) -> int:
+    """Run ``daefr list`` (list the registered components) with the parsed ``args``; returns the exit code."""
     from daefr.registry import GROUPS, REGISTRY
 
     groups = [args.group] if args.group else list(GROUPS)

@@ -19,6 +19,7 @@ HELP = "degrade a folder of HQ faces with a named preset and fixed seed into a p
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the ``daefr make-testset`` options to ``parser``."""
     from daefr.commands._options import add_device, add_force, add_no_progress, add_output
 
     parser.add_argument("--hq", required=True, help="folder of high-quality (aligned) faces")
@@ -60,6 +61,7 @@ def params_to_json(params: dict[str, object]) -> dict[str, object]:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Run ``daefr make-testset`` (degrade HQ faces into a paired test set) with the parsed ``args``; returns the exit code."""
     from pathlib import Path
 
     import numpy as np

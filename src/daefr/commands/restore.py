@@ -44,6 +44,7 @@ def _key_value(text: str) -> tuple[str, Any]:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the ``daefr restore`` options to ``parser``."""
     from daefr.commands._options import add_device, add_force, add_no_progress, add_output, add_weights
 
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
@@ -109,6 +110,7 @@ REQUIRED = ("output",)
 
 
 def run(args: argparse.Namespace) -> int:
+    """Run ``daefr restore`` (restore faces) with the parsed ``args``; returns the exit code."""
     from daefr.commands._restore_run import restore_command
     from daefr.interop.convert import parse_arch
 

@@ -25,6 +25,7 @@ def _size(text: str) -> int:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the ``daefr shard`` options to ``parser``."""
     from daefr.commands._options import add_force, add_no_progress, add_output, add_positional_alias
 
     parser.add_argument("src", help="folder of images (recursive; lq/ + gt/ for paired sets) or a list file")
@@ -54,6 +55,7 @@ REQUIRED = ("output",)
 
 
 def run(args: argparse.Namespace) -> int:
+    """Run ``daefr shard`` (write WebDataset shards) with the parsed ``args``; returns the exit code."""
     from pathlib import Path
 
     from tqdm import tqdm

@@ -9,6 +9,7 @@ HELP = "train a chain of stages (e.g. configs/tiny/chain.yaml): skips finished s
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the ``daefr train`` options to ``parser``."""
     parser.add_argument("chain", help="chain file: stage configs in order and how their checkpoints feed each other")
     parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
                         help="config overrides for every stage (trainer.max_steps=100), or for one stage "
@@ -24,6 +25,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Run ``daefr train`` (run a training chain) with the parsed ``args``; returns the exit code."""
     from omegaconf import OmegaConf
 
     from daefr.chain import load_chain, process_rank, read_manifest, run_chain, stage_config

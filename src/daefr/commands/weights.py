@@ -12,6 +12,7 @@ HELP = "list the weights known by name (cached or not) or download them ahead of
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the ``daefr weights`` options to ``parser``."""
     # one positional action (not sub-parsers): the CLI parses options intermixed with positionals
     parser.add_argument("action", choices=("list", "download"),
                         help="list: name, source, size, licence note and cache state of each known file; "
@@ -96,6 +97,7 @@ def _download(names: list[str], force: bool) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Run ``daefr weights`` (list or download known weights) with the parsed ``args``; returns the exit code."""
     from daefr.errors import ConfigError
 
     if args.action == "list":

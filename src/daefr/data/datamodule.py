@@ -66,6 +66,7 @@ class EpochDataLoader(StatefulDataLoader):
         return {} if complete else state
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Restore the loader's position; an empty state (a run saved without one) is ignored."""
         if state_dict:
             super().load_state_dict(state_dict)
 
@@ -142,6 +143,7 @@ class FaceDataModule(LightningDataModule):
 
     # ----- setup ---------------------------------------------------------------------------------
     def setup(self, stage: str | None = None) -> None:
+        """Build the datasets of the splits ``stage`` needs (``fit``: train and val; all when None)."""
         wanted = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",), "predict": ("predict",)}.get(
             stage or "", tuple(self.specs))
         for name in wanted:
@@ -196,15 +198,19 @@ class FaceDataModule(LightningDataModule):
         )
 
     def train_dataloader(self) -> EpochDataLoader:
+        """The resumable loader of the ``train`` split (batches of (B, 3, H, W) images)."""
         return self._loader("train")
 
     def val_dataloader(self) -> EpochDataLoader:
+        """The loader of the ``val`` split."""
         return self._loader("val")
 
     def test_dataloader(self) -> EpochDataLoader:
+        """The loader of the ``test`` split."""
         return self._loader("test")
 
     def predict_dataloader(self) -> EpochDataLoader:
+        """The loader of the ``predict`` split (LQ images and their keys)."""
         return self._loader("predict")
 
     # ----- per-batch work on the device ----------------------------------------------------------

@@ -71,6 +71,7 @@ class CorruptionTracker:
         self.last_reasons: list[str] = []
 
     def good(self) -> None:
+        """Record one sample decoded successfully."""
         self.tried += 1
 
     def bad(self, reason: str, samples: int = 1) -> None:

@@ -44,6 +44,7 @@ class ShardOptions:
     workers: int = 1
 
     def validate(self) -> None:
+        """Raise :class:`ConfigError` for an unknown ``store`` or a resize asked of ``store: source``."""
         if self.store not in ("png", "source"):
             raise ConfigError(f"--store must be 'png' or 'source', got {self.store!r}")
         if self.store == "source" and self.size is not None:

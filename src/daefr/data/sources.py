@@ -115,7 +115,8 @@ def _manifest_units(directory: Path) -> list[Unit]:
 
 def open_url(url: str) -> IO[bytes]:
     """Open a shard's raw bytes: local path, ``file://``, a ``webdataset.gopen`` scheme (``pipe:``,
-    ``http(s)://``, ``gs://``, ``hf://``...) or else any fsspec URL (``s3://``, ``memory://``...)."""
+    ``http(s)://``, ``gs://``, ``hf://``...) or else any fsspec URL (``s3://``, ``memory://``...).
+    """
     if _is_local(url):
         return open(_local_path(url), "rb")
     from webdataset.gopen import gopen, gopen_schemes
@@ -178,7 +179,8 @@ class _BoundedDecompression(io.RawIOBase):
 
 def _compression(head: bytes) -> str | None:
     """"gzip", "bzip2" or "xz" from a file's first 10 bytes (full magic numbers: a tar starts with a
-    member name, which may begin with "BZh"), or None."""
+    member name, which may begin with "BZh"), or None.
+    """
     if head.startswith(b"\x1f\x8b\x08"):
         return "gzip"
     if head[:3] == b"BZh" and head[3:4].isdigit() and head[4:10] in (b"1AY&SY", b"\x17rE8P\x90"):
@@ -261,6 +263,7 @@ class ShardSource(Source):
 
     @property
     def paired(self) -> bool:  # type: ignore[override]
+        """True when the shards hold LQ images too (read off the first shard's first sample)."""
         if self._paired is None:
             self._paired = self._detect_paired()
         return self._paired
@@ -276,9 +279,11 @@ class ShardSource(Source):
         return False
 
     def units(self) -> list[Unit]:
+        """One unit per shard file."""
         return list(self._units)
 
     def read(self, unit: Unit) -> Iterator[RawSample]:
+        """The samples of one shard; an unreadable shard raises :class:`SourceReadError`."""
         try:
             stream = open_shard(unit.name)
         except (OSError, ValueError) as exc:
@@ -287,6 +292,7 @@ class ShardSource(Source):
             yield from iter_tar_samples(stream, unit.name)
 
     def describe(self) -> str:
+        """The shard spec and how many shards it names, for messages."""
         return f"shards {self.spec!r} ({len(self._units)} shards)"
 
 
@@ -324,6 +330,7 @@ class FolderSource(Source):
         self._cache: dict[str, bytes] = {}
 
     def units(self) -> list[Unit]:
+        """One unit per image file, named by its path relative to the folder."""
         return [Unit(p.relative_to(self.root).as_posix(), 1) for p in self.files]
 
     def _bytes(self, rel: str) -> bytes:
@@ -338,10 +345,12 @@ class FolderSource(Source):
         return data
 
     def read(self, unit: Unit) -> Iterator[RawSample]:
+        """The one sample of an image file: its key and its bytes under the file's extension."""
         ext = unit.name.rsplit(".", 1)[-1].lower()
         yield key_for(unit.name), {ext: self._bytes(unit.name)}
 
     def describe(self) -> str:
+        """The folder and its image count, for messages."""
         return f"folder {str(self.root)!r} ({len(self.files)} images)"
 
 
@@ -364,9 +373,11 @@ class PairedFolderSource(Source):
         self.pairs = {key: (lq[key], gt[key]) for key in sorted(lq)}
 
     def units(self) -> list[Unit]:
+        """One unit per LQ/GT pair, named by the shared stem."""
         return [Unit(key, 1) for key in self.pairs]
 
     def read(self, unit: Unit) -> Iterator[RawSample]:
+        """The one sample of a pair: its key with the LQ and GT bytes."""
         key = unit.name
         lq_path, gt_path = self.pairs[key]
         try:
@@ -379,6 +390,7 @@ class PairedFolderSource(Source):
         yield key, fields
 
     def describe(self) -> str:
+        """The folder and its pair count, for messages."""
         return f"paired folder {str(self.root)!r} ({len(self.pairs)} pairs)"
 
 

@@ -60,6 +60,7 @@ class FaceDetector(ABC):
         """Every face found in an (H, W, 3) uint8 RGB image, in any order."""
 
     def __call__(self, image: np.ndarray) -> list[DetectedFace]:
+        """Detect faces in ``image`` (H, W, 3) uint8 RGB (checked first)."""
         return self.detect(check_rgb_uint8(image))
 
 
@@ -81,7 +82,8 @@ def select_faces(
     min_face_size: float = 0.0,
 ) -> list[DetectedFace]:
     """Drop faces smaller than ``min_face_size`` px, order the rest largest first, then keep the face
-    nearest the image centre (``only_center_face``) or the ``max_faces`` largest."""
+    nearest the image centre (``only_center_face``) or the ``max_faces`` largest.
+    """
     kept = [f for f in faces if f.size >= min_face_size]
     kept.sort(key=lambda f: (-f.area, float(f.box[0]), float(f.box[1])))
     if only_center_face and kept:
@@ -204,6 +206,7 @@ class DlibHogDetector(FaceDetector):
         self.threshold = float(threshold)
 
     def detect(self, image: np.ndarray) -> list[DetectedFace]:
+        """Faces of ``image`` (H, W, 3) uint8 RGB above ``threshold``, with dlib's landmarks reduced to 5 points."""
         rects, scores, _ = self._detector.run(image, _upsample_for(self.upsample, image), self.threshold)
         faces = []
         for rect, score in zip(rects, scores):
@@ -237,6 +240,7 @@ class DlibCnnDetector(FaceDetector):
         self.threshold = float(threshold)
 
     def detect(self, image: np.ndarray) -> list[DetectedFace]:
+        """Faces of ``image`` (H, W, 3) uint8 RGB whose confidence reaches ``threshold``, with 5 landmarks."""
         faces = []
         for det in self._detector(image, self.upsample):
             if det.confidence < self.threshold:

@@ -28,5 +28,6 @@ class FidelityBlend(nn.Module):
             self.input_size = size  # Restorer reads the face size from here
 
     def forward(self, lq: Tensor) -> Tensor:
+        """(B, 3, S, S) in [-1, 1] -> ``(1 - weight) * network(lq) + weight * lq``."""
         restored = self.network(lq)
         return (1.0 - self.weight) * restored + self.weight * lq

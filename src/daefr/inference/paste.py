@@ -28,6 +28,7 @@ class BackgroundUpsampler(ABC):
         """The image resized by ``scale``."""
 
     def __call__(self, image: np.ndarray, scale: float) -> np.ndarray:
+        """Upsample ``image`` (H, W, 3) uint8 by ``scale`` (> 0; a copy when 1)."""
         if scale <= 0:
             raise ConfigError(f"upscale must be positive, got {scale}")
         if scale == 1:
@@ -43,6 +44,7 @@ class BicubicUpsampler(BackgroundUpsampler):
     """Plain bicubic interpolation (OpenCV)."""
 
     def upsample(self, image: np.ndarray, scale: float) -> np.ndarray:
+        """(H, W, 3) uint8 -> (round(H*s), round(W*s), 3) uint8 by bicubic interpolation."""
         cv2 = optional.cv2()
         return cv2.resize(image, _output_size(image.shape, scale), interpolation=cv2.INTER_CUBIC)  # type: ignore[no-any-return]
 
@@ -51,6 +53,7 @@ class LanczosUpsampler(BackgroundUpsampler):
     """Plain Lanczos (8x8) interpolation (OpenCV); a little sharper than bicubic."""
 
     def upsample(self, image: np.ndarray, scale: float) -> np.ndarray:
+        """(H, W, 3) uint8 -> (round(H*s), round(W*s), 3) uint8 by Lanczos interpolation."""
         cv2 = optional.cv2()
         return cv2.resize(image, _output_size(image.shape, scale), interpolation=cv2.INTER_LANCZOS4)  # type: ignore[no-any-return]
 
@@ -86,7 +89,8 @@ def paste_mask(
 @dataclass
 class PastedFace:
     """A face to paste: ``restored`` (S, S, 3) uint8, the image->crop ``affine``, and for the residual
-    mode the ``cropped`` (S, S, 3) uint8 input crop."""
+    mode the ``cropped`` (S, S, 3) uint8 input crop.
+    """
 
     restored: np.ndarray
     affine: np.ndarray

@@ -39,7 +39,8 @@ MAX_UPSCALE = 8.0
 @dataclass
 class RestoredFace:
     """One restored face: ``box`` (x0, y0, x1, y1) and ``landmarks`` (5, 2) in input-photo pixels,
-    ``cropped`` and ``restored`` (S, S, 3) uint8 RGB, ``affine`` (2, 3) mapping photo -> crop."""
+    ``cropped`` and ``restored`` (S, S, 3) uint8 RGB, ``affine`` (2, 3) mapping photo -> crop.
+    """
 
     box: np.ndarray
     score: float
@@ -52,7 +53,8 @@ class RestoredFace:
 @dataclass
 class RestoreResult:
     """Output of :meth:`Restorer.restore`: ``restored_image`` (H*u, W*u, 3) uint8 RGB (the restored
-    crop for aligned inputs), the restored ``faces``, and ``faces_found`` before selection."""
+    crop for aligned inputs), the restored ``faces``, and ``faces_found`` before selection.
+    """
 
     restored_image: np.ndarray
     faces: list[RestoredFace]
@@ -107,7 +109,8 @@ def select_device(device: str | torch.device = "auto") -> torch.device:
 
 def as_rgb_uint8(image: Any) -> np.ndarray:
     """An (H, W, 3) uint8 RGB array from an array (gray (H, W) or (H, W, 1) is repeated, an alpha
-    channel dropped) or from an image path (read by :func:`daefr.utils.images.read_image`)."""
+    channel dropped) or from an image path (read by :func:`daefr.utils.images.read_image`).
+    """
     if isinstance(image, (str, Path)):
         from daefr.utils.images import read_image
 

@@ -53,6 +53,7 @@ class Bottleneck(nn.Module):
         )
 
     def forward(self, x: Tensor) -> Tensor:
+        """(B, C, H, W) -> (B, 4 * planes, H/s, W/s): the three convs plus the (downsampled) shortcut, ReLU."""
         out = F.relu(self.bn1(self.conv1(x)))
         out = F.relu(self.bn2(self.conv2(out)))
         out = self.bn3(self.conv3(out))
@@ -78,6 +79,7 @@ class ResNet50Body(nn.Module):
                                for b in range(blocks)))
 
     def forward(self, x: Tensor) -> list[Tensor]:
+        """(B, 3, H, W) -> [C3, C4, C5] at strides 8, 16, 32."""
         x = F.max_pool2d(F.relu(self.bn1(self.conv1(x))), 3, 2, 1)
         c2 = self.layer1(x)
         c3 = self.layer2(c2)
@@ -97,6 +99,7 @@ class FPN(nn.Module):
         self.merge2 = _conv_bn(out, out, 3)
 
     def forward(self, feats: list[Tensor]) -> list[Tensor]:
+        """[C3, C4, C5] -> [P3, P4, P5], each with ``out_channels`` channels at its input's size."""
         p3, p4, p5 = self.output1(feats[0]), self.output2(feats[1]), self.output3(feats[2])
         p4 = self.merge2(p4 + F.interpolate(p5, size=p4.shape[-2:], mode="nearest"))
         p3 = self.merge1(p3 + F.interpolate(p4, size=p3.shape[-2:], mode="nearest"))
@@ -115,6 +118,7 @@ class SSH(nn.Module):
         self.conv7x7_3 = _conv_bn(cout // 4, cout // 4, 3, relu=False)
 
     def forward(self, x: Tensor) -> Tensor:
+        """(B, C, H, W) -> (B, out_channels, H, W) context features."""
         mid = self.conv5X5_1(x)
         branches = [self.conv3X3(x), self.conv5X5_2(mid), self.conv7x7_3(self.conv7X7_2(mid))]
         return F.relu(torch.cat(branches, dim=1))
@@ -133,7 +137,8 @@ class _Head(nn.Module):
 
 class RetinaFaceResNet50(nn.Module):
     """``forward(x (B, 3, H, W) BGR minus mean)`` -> (boxes (B, N, 4), scores (B, N, 2) softmaxed,
-    landmarks (B, N, 10)) as anchor offsets, N = 2 * sum of the three pyramid levels' positions."""
+    landmarks (B, N, 10)) as anchor offsets, N = 2 * sum of the three pyramid levels' positions.
+    """
 
     def __init__(self) -> None:
         super().__init__()
@@ -145,6 +150,7 @@ class RetinaFaceResNet50(nn.Module):
         self.LandmarkHead = nn.ModuleList([_Head(256, 10) for _ in range(3)])
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """(B, 3, H, W) BGR minus mean -> boxes (B, N, 4), scores (B, N, 2) softmaxed, landmarks (B, N, 10)."""
         p3, p4, p5 = self.fpn(self.body(x))
         feats = [self.ssh1(p3), self.ssh2(p4), self.ssh3(p5)]
         boxes = torch.cat([h(f) for h, f in zip(self.BboxHead, feats)], dim=1)
@@ -268,6 +274,7 @@ class RetinaFaceDetector(FaceDetector):
         self.min_short_side = min_short_side
 
     def detect(self, image: np.ndarray) -> list[DetectedFace]:
+        """Faces of ``image`` (H, W, 3) uint8 RGB: decoded boxes and 5 landmarks above ``threshold``, after NMS."""
         from daefr.inference import optional
 
         scale = 1.0

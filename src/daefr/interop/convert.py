@@ -65,7 +65,8 @@ def detect_kind(state_dict: Mapping[str, Tensor]) -> str:
 
 def parse_arch(value: str | Mapping[str, Any] | None) -> str | dict[str, Any] | None:
     """A name of the architecture table (``release``, ``parity``, ...; old names too), a JSON object, a
-    .json/.yaml file of keywords, or None / ``auto`` (read off the checkpoint's shapes)."""
+    .json/.yaml file of keywords, or None / ``auto`` (read off the checkpoint's shapes).
+    """
     if value is None or isinstance(value, Mapping):
         return None if value is None else dict(value)
     text = value.strip()

@@ -151,7 +151,8 @@ def _torch_export(model: nn.Module, example: Tensor, batch: int | None) -> Any:
 def _export_onnx(model: nn.Module, example: Tensor, tmp: Path, name: str, batch: int | None, opset: int,
                  meta: dict[str, str], exporter: str) -> None:
     """Write the ONNX export of ``model`` to ``tmp`` (the final file is ``name``: an external data file,
-    for weights over protobuf's 2 GB limit, is named after it since the graph refers to it by name)."""
+    for weights over protobuf's 2 GB limit, is named after it since the graph refers to it by name).
+    """
     import warnings
 
     import onnx
@@ -221,7 +222,8 @@ def read_export_metadata(path: str | Path) -> dict[str, str]:
 
 def _zip_extra_file(path: Path, name: str) -> str:
     """The text of ``<root>/extra/<name>`` in a TorchScript / ExportedProgram zip ("" when absent or over
-    1 MiB), read from the zip directly: nothing of the model is loaded."""
+    1 MiB), read from the zip directly: nothing of the model is loaded.
+    """
     import zipfile
 
     with zipfile.ZipFile(path) as archive:

@@ -93,7 +93,7 @@ def _config_entries(path: Path, archive: zipfile.ZipFile, info: zipfile.ZipInfo)
 
 
 def _check_weights_only(path: Path, archive: zipfile.ZipFile, info: zipfile.ZipInfo) -> None:
-    """torch retries a sample-input file without ``weights_only`` when the safe loader refuses it: we don't."""
+    """Torch retries a sample-input file without ``weights_only`` when the safe loader refuses it: we don't."""
     import torch
 
     raw = _read(path, archive, info)

@@ -189,7 +189,8 @@ def read_run(run_dir: str | os.PathLike[str]) -> tuple[dict[str, Any], list[dict
 
 def _plots_section(figures: Callable[[], list[tuple[str, str | None]]], what: str) -> list[str]:
     """``<h2>`` and the plot images made by ``figures`` (label, data URI or None per metric); the reason
-    when matplotlib is missing; a note naming the metrics without finite values."""
+    when matplotlib is missing; a note naming the metrics without finite values.
+    """
     from daefr.metrics.report_plots import plots_unavailable
 
     out = [f"<h2>{what}</h2>"]
@@ -367,7 +368,8 @@ def write_comparison(run_a: str | os.PathLike[str], run_b: str | os.PathLike[str
     """Compare two run folders: ``compare.json`` (per metric: A and B mean, std, B - A, win counts; per
     image: A, B, B - A) and ``compare.html`` (provenance of both runs, summary with win counts, histograms
     and A-vs-B scatter plots, labelled LQ | A | B | GT strips of the images B improved/worsened most,
-    A | B thumbnails of all images, per-image table, degradation parameters)."""
+    A | B thumbnails of all images, per-image table, degradation parameters).
+    """
     from daefr.metrics.provenance import collect_provenance
     from daefr.metrics.report_plots import comparison_uri
 

@@ -1,6 +1,7 @@
 """HTML building blocks shared by ``report.html`` and ``compare.html``: page, tables, image strips,
 thumbnail grids, provenance and degradation-parameter tables. Everything is inline (styles, script,
-images as data URIs), so a report opens offline and can be mailed as one file."""
+images as data URIs), so a report opens offline and can be mailed as one file.
+"""
 
 from __future__ import annotations
 
@@ -145,7 +146,8 @@ def metric_values(row: Mapping[str, Any] | None, metrics: Sequence[str]) -> str:
 
 def panels(caption: str, items: Sequence[tuple[str, str | None, str]], alt: str, footer: str = "") -> str:
     """A strip of labelled images: (label, image path, HTML line under the label) per panel; ``footer``
-    is an HTML note under the strip (the degradation parameters)."""
+    is an HTML note under the strip (the degradation parameters).
+    """
     from daefr.metrics.images import read_rgb8
 
     figures = []

@@ -131,7 +131,8 @@ class DAEFRRestorer(nn.Module):
     def from_config(cls, arch: str | Mapping[str, Any] | None = None, *, fast: bool = False,
                     **overrides: Any) -> DAEFRRestorer:
         """Build from an architecture name (``release``, ``parity``, ``demo``, ...; see
-        :mod:`daefr.models.architectures`) or official-style keywords, plus overrides."""
+        :mod:`daefr.models.architectures`) or official-style keywords, plus overrides.
+        """
         cfg = restorer_arch(arch, **overrides)
         f = 2 ** (len(cfg["ch_mult"]) - 1)
         if cfg["resolution"] % f:
@@ -160,7 +161,8 @@ class DAEFRRestorer(nn.Module):
     def set_fast(self, fast: bool) -> None:
         """The one fast-path switch (reversible): fused attention and blocks, in-place activations,
         argmax top-1 and direct decoding of the code rows (:func:`daefr.nn.fast_blocks.set_fast`); off =
-        the official numerics. Weights and state-dict keys are unchanged either way."""
+        the official numerics. Weights and state-dict keys are unchanged either way.
+        """
         self.fast = bool(fast)
         set_fast_blocks(self, self.fast)
 
@@ -210,7 +212,8 @@ class DAEFRRestorer(nn.Module):
 
     def forward(self, lq: Tensor, return_details: bool = False) -> Any:
         """(B, 3, H, W) in [-1, 1] -> restored (B, 3, H, W) (unclamped); ``return_details``: the dict of
-        :meth:`forward_intermediates` instead."""
+        :meth:`forward_intermediates` instead.
+        """
         details = self.forward_intermediates(lq)
         return details if return_details else details["restored"]
 

@@ -33,7 +33,9 @@ class ImageEncoder(Protocol):
     z_channels: int
     downsample_factor: int
 
-    def __call__(self, x: Tensor) -> Tensor: ...
+    def __call__(self, x: Tensor) -> Tensor:
+        """(B, 3, H, W) in [-1, 1] -> (B, z_channels, H/f, W/f)."""
+        ...
 
 
 @runtime_checkable
@@ -46,10 +48,14 @@ class ImageDecoder(Protocol):
     z_channels: int
     upsample_factor: int
 
-    def __call__(self, z: Tensor) -> Tensor: ...
+    def __call__(self, z: Tensor) -> Tensor:
+        """(B, z_channels, h, w) -> (B, 3, h*f, w*f)."""
+        ...
 
     @property
-    def last_layer(self) -> Tensor: ...
+    def last_layer(self) -> Tensor:
+        """The weight of the final layer (for the adaptive GAN weight)."""
+        ...
 
 
 @dataclass
@@ -115,7 +121,9 @@ class Fusion(Protocol):
     as key/value and residual. Built-in: :class:`daefr.nn.fusion.CrossAttentionFusion`.
     """
 
-    def __call__(self, lq_feat: Tensor, hq_feat: Tensor) -> Tensor: ...
+    def __call__(self, lq_feat: Tensor, hq_feat: Tensor) -> Tensor:
+        """``lq_feat``, ``hq_feat`` (B, C, h, w) -> fused (B, C, h, w)."""
+        ...
 
 
 @runtime_checkable
@@ -130,4 +138,6 @@ class CodePredictor(Protocol):
     n_embed: int
     n_tokens: int
 
-    def __call__(self, feat: Tensor) -> Tensor: ...
+    def __call__(self, feat: Tensor) -> Tensor:
+        """(B, C, h, w) -> logits (B, h*w, n_embed)."""
+        ...

@@ -94,12 +94,15 @@ class AssociationStage(ManualOptimisationStage):
 
     # ----- structure -----------------------------------------------------------------------------
     def ema_module(self) -> nn.Module:
+        """Both branches (HQ and LQ autoencoders), the weights the EMA averages."""
         return _Branches(self.hq, self.lq)
 
     def compiled_modules(self) -> list[nn.Module]:
+        """The encoders and decoders of both branches."""
         return [self.hq.encoder, self.hq.decoder, self.lq.encoder, self.lq.decoder]
 
     def configure_optimizers(self) -> Any:
+        """Adam for each branch's autoencoder and each branch's discriminator (four optimizers, with schedulers)."""
         lr = self.effective_learning_rate()
         rank_zero_info(f"AssociationStage: learning rate {lr:.3e}")
         optimizers = []
@@ -120,6 +123,7 @@ class AssociationStage(ManualOptimisationStage):
 
     # ----- training ------------------------------------------------------------------------------
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        """One association step: generator then discriminator updates of the HQ and LQ branches."""
         hq_img, lq_img = self.images(batch, "hq"), self.images(batch, "lq")
         opts = self.optimizer_list()
         step = self.global_step  # the official loop gives all four optimizers of a batch the same step
@@ -206,6 +210,7 @@ class AssociationStage(ManualOptimisationStage):
 
     # ----- evaluation ----------------------------------------------------------------------------
     def evaluation_step(self, batch: dict[str, Any], batch_idx: int, split: str) -> None:
+        """Reconstruct HQ and LQ images with their branches; update quality and code-usage metrics."""
         hq_img, lq_img = self.images(batch, "hq"), self.images(batch, "lq")
         z_hq, rec_hq, info_hq = self._branch(self.hq, hq_img)
         z_lq, rec_lq, info_lq = self._branch(self.lq, lq_img)
@@ -224,6 +229,7 @@ class AssociationStage(ManualOptimisationStage):
             log_panel(self, f"{split}/panel", panel, "LQ | LQ reconstruction | HQ reconstruction | HQ")
 
     def evaluation_epoch_end(self, split: str) -> None:
+        """Log and reset the HQ and LQ branches' epoch metrics under ``{split}/hq`` and ``{split}/lq``."""
         for name, quality, usage in (("hq", self.quality_hq, self.usage_hq), ("lq", self.quality_lq, self.usage_lq)):
             values = self.log_epoch_metrics(f"{split}/{name}", quality, usage)
             if name == "hq":

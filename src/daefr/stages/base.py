@@ -173,6 +173,7 @@ class TrainingStage(LightningModule):
         return []
 
     def configure_model(self) -> None:
+        """Apply ``activation_checkpointing`` and ``channels_last`` when on, then compile :meth:`compiled_modules`."""
         if self.activation_checkpointing:
             from daefr.nn.vqgan import set_activation_checkpointing
 
@@ -251,9 +252,11 @@ class TrainingStage(LightningModule):
         return values
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        """Run :meth:`evaluation_step` with ``split='val'``."""
         self.evaluation_step(batch, batch_idx, "val")
 
     def on_validation_epoch_end(self) -> None:
+        """Log the ``val`` epoch metrics (:meth:`evaluation_epoch_end`)."""
         self.evaluation_epoch_end("val")
 
     def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
@@ -261,12 +264,14 @@ class TrainingStage(LightningModule):
         self.evaluation_step(batch, batch_idx, "test")
 
     def on_test_epoch_end(self) -> None:
+        """Log the ``test`` epoch metrics (:meth:`evaluation_epoch_end`)."""
         self.evaluation_epoch_end("test")
 
     # ----- batches -------------------------------------------------------------------------------
     def images(self, batch: Mapping[str, Any], key: str) -> torch.Tensor:
         """``batch[key]`` as (B, 3, H, W) (in ``channels_last`` when that option is on); a clear error when the
-        data module does not provide it."""
+        data module does not provide it.
+        """
         if key not in batch:
             hint = " (configure a degradation in the data module to produce LQ images)" if key == "lq" else ""
             raise ConfigError(f"this stage needs batch[{key!r}] but the batch has keys {sorted(batch)}{hint}")
@@ -277,6 +282,7 @@ class TrainingStage(LightningModule):
 
     # ----- checkpoints ---------------------------------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Drop the frozen perceptual-loss weights from the checkpoint and store the stage's NaN-guard counters."""
         state = checkpoint.get("state_dict", {})
         for key in [k for k in state if any(m in f".{k}" for m in FROZEN_KEY_MARKERS)]:
             del state[key]
@@ -287,6 +293,7 @@ class TrainingStage(LightningModule):
         }
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Restore the NaN-guard counters saved by :meth:`on_save_checkpoint`."""
         meta = checkpoint.get("daefr", {})
         self.nonfinite_in_a_row = int(meta.get("nonfinite_in_a_row", 0))
         self.nonfinite_total = int(meta.get("nonfinite_total", 0))

@@ -68,6 +68,7 @@ class EMAWeights(Callback):
 
     @property
     def state_key(self) -> str:
+        """The key of this callback's state in checkpoints."""
         return "EMAWeights"
 
     @staticmethod
@@ -87,10 +88,12 @@ class EMAWeights(Callback):
         self.shadow = {n: t.detach().clone() for n, t in targets.items()}
 
     def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        """Start the shadow weights from the module's (or a resumed shadow) and note the current step."""
         self._init_shadow(pl_module)
         self._last_step = trainer.global_step
 
     def on_train_batch_end(self, trainer: Trainer, pl_module: LightningModule, *args: Any) -> None:
+        """Update the shadow weights after each optimizer step (not after accumulating batches)."""
         step = trainer.global_step
         if step == self._last_step:  # no optimizer step in this batch (accumulating or skipped)
             return
@@ -138,14 +141,17 @@ class EMAWeights(Callback):
             self.swap_out(pl_module)
 
     def on_validation_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        """Validate with the shadow weights when ``use_for_validation`` (not in the sanity check)."""
         if self.use_for_validation and not trainer.sanity_checking:
             self.swap_in(pl_module)
 
     def on_validation_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        """Put the trained weights back after validation."""
         self.swap_out(pl_module)
 
     # ----- checkpoint ----------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
+        """Decay, update count and shadow weights, saved in checkpoints."""
         return {
             "decay": self.decay,
             "num_updates": self.num_updates,
@@ -153,6 +159,7 @@ class EMAWeights(Callback):
         }
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Restore the update count and shadow weights saved by :meth:`state_dict`."""
         self.num_updates = int(state_dict.get("num_updates", 0))
         self.shadow = {n: t.clone() for n, t in state_dict.get("shadow", {}).items()}
 
@@ -196,13 +203,16 @@ class ResumeState(Callback):
 
     @property
     def state_key(self) -> str:
+        """The key of this callback's state in checkpoints."""
         return "ResumeState"
 
     def state_dict(self) -> dict[str, Any]:
+        """The RNG states of the training stream (those from before validation when saved during it)."""
         # Checkpoints written during validation must hold the training stream, not the validation one.
         return {"rng": self._val_state if self._val_state is not None else capture_rng_state()}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Restore the saved RNG states and keep them for :meth:`on_train_start`."""
         if "rng" in state_dict:
             restore_rng_state(state_dict["rng"])
             self._loaded_rng = state_dict["rng"]
@@ -234,6 +244,7 @@ class ResumeState(Callback):
                         "epoch's data starts again from its beginning", len(ranks), trainer.world_size)
 
     def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        """When resuming at an epoch boundary, re-seed and restart the train loader so it draws what the uninterrupted run drew."""
         # A checkpoint written after the last batch of an epoch resumes at the next epoch, but Lightning
         # iterates the train loader before it advances its epoch counter (which it has done by now), so a
         # loader seeded by the epoch (FaceDataModule) would replay the finished epoch. Iterate it again,
@@ -250,9 +261,11 @@ class ResumeState(Callback):
         iter(fetcher)
 
     def on_validation_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        """Capture the training RNG states so validation runs on a fork."""
         self._val_state = capture_rng_state()
 
     def on_validation_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        """Restore the training RNG states captured before validation."""
         if self._val_state is not None:
             restore_rng_state(self._val_state)
         self._val_state = None

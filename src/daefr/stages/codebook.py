@@ -63,12 +63,15 @@ class CodebookStage(ManualOptimisationStage):
 
     # ----- structure -----------------------------------------------------------------------------
     def ema_module(self) -> nn.Module:
+        """The VQGAN, the weights the EMA averages."""
         return self.vqgan
 
     def compiled_modules(self) -> list[nn.Module]:
+        """The VQGAN's encoder and decoder."""
         return [self.vqgan.encoder, self.vqgan.decoder]
 
     def configure_optimizers(self) -> Any:
+        """Adam for the VQGAN (decoder attention at a scaled learning rate) and for the discriminator, with schedulers."""
         lr = self.effective_learning_rate()
         rank_zero_info(f"CodebookStage({self.target}): learning rate {lr:.3e}")
         normal, special = split_special(list(self.vqgan.named_parameters()), "decoder_attn")
@@ -81,6 +84,7 @@ class CodebookStage(ManualOptimisationStage):
 
     # ----- training ------------------------------------------------------------------------------
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        """One VQGAN step on the ``target`` images: generator update, then discriminator update."""
         x = self.images(batch, self.target)
         opt_g, opt_d = self.optimizer_list()
         step = self.global_step  # the official loop gives both optimizers of a batch the same step
@@ -105,6 +109,7 @@ class CodebookStage(ManualOptimisationStage):
 
     # ----- evaluation ----------------------------------------------------------------------------
     def evaluation_step(self, batch: dict[str, Any], batch_idx: int, split: str) -> None:
+        """Reconstruct the ``target`` images; update quality and code-usage metrics."""
         x = self.images(batch, self.target)
         recon, _, info = self.vqgan(x)
         self.quality.update(recon, x)
@@ -115,4 +120,5 @@ class CodebookStage(ManualOptimisationStage):
             log_panel(self, f"{split}/panel", make_panel(cols, self.val_panels), "input | reconstruction | HQ")
 
     def evaluation_epoch_end(self, split: str) -> None:
+        """Log and reset the reconstruction quality and code-usage metrics of ``split``."""
         self.log_epoch_metrics(split, self.quality, self.usage)

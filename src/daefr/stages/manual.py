@@ -92,6 +92,7 @@ class ManualOptimisationStage(TrainingStage):
         return self.accumulate
 
     def setup(self, stage: str) -> None:
+        """Refuse a Trainer-level ``accumulate_grad_batches`` (this stage accumulates itself)."""
         if self._trainer is None:
             return
         if self.trainer.accumulate_grad_batches != 1:

@@ -28,6 +28,7 @@ class RestoredImageWriter(BasePredictionWriter):
         self.overwrite = bool(overwrite)
 
     def on_predict_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        """Create ``output_dir``; a non-empty one is refused unless ``overwrite``."""
         if self.output_dir.is_dir() and any(self.output_dir.iterdir()) and not self.overwrite:
             raise ConfigError(f"{self.output_dir} is not empty; choose an empty folder or set overwrite: true")
         self.output_dir.mkdir(parents=True, exist_ok=True)
@@ -35,6 +36,7 @@ class RestoredImageWriter(BasePredictionWriter):
     def write_on_batch_end(self, trainer: Trainer, pl_module: LightningModule, prediction: Any,
                            batch_indices: Sequence[int] | None, batch: Any, batch_idx: int,
                            dataloader_idx: int) -> None:
+        """Write each restored image of the batch as ``<output_dir>/<key>.png`` (``/`` in keys -> ``__``)."""
         restored = prediction["restored"]
         keys = prediction.get("key") or [f"{batch_idx:06d}_{i:03d}" for i in range(restored.shape[0])]
         pixels = (to_unit(restored).permute(0, 2, 3, 1).cpu().numpy() * 255.0 + 0.5).astype(np.uint8)

@@ -67,6 +67,7 @@ class PreemptionCheckpoint(Callback):
         return isinstance(env, SLURMEnvironment) and env.auto_requeue
 
     def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        """Install the signal handlers (unless Lightning's SLURM requeue handles them) and reset the saved path."""
         # a signal received since construction is kept: it is acted on at the first batch end
         self.saved_path = None
         if self._lightning_requeues(trainer):
@@ -81,12 +82,14 @@ class PreemptionCheckpoint(Callback):
         self._previous = {}
 
     def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        """Save ``last.ckpt`` now if a signal came after the last training batch."""
         # signalled after the last training batch (during the final validation, say): save now,
         # so a signal never ends a run without its checkpoint
         if self._requested is not None and self.saved_path is None:
             self._save(trainer, f"received {signal.Signals(self._requested).name}")
 
     def on_fit_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        """Restore the previous signal handlers and forget any request."""
         self._restore_handlers()
         self._requested = None
 
@@ -105,6 +108,7 @@ class PreemptionCheckpoint(Callback):
         rank_zero_info(f"{why}: saved {path} at step {trainer.global_step}; resume with --ckpt_path last")
 
     def on_train_batch_end(self, trainer: Trainer, pl_module: LightningModule, *args: Any) -> None:
+        """After a signal, save ``last.ckpt`` at this batch end and stop the trainer."""
         # Save here, where ModelCheckpoint saves too, so the loop state in the file resumes exactly.
         if self.saved_path is not None:
             return
@@ -116,6 +120,7 @@ class PreemptionCheckpoint(Callback):
             raise SIGTERMException
 
     def on_exception(self, trainer: Trainer, pl_module: LightningModule, exception: BaseException) -> None:
+        """Save ``last.ckpt`` when training dies of SIGTERM before a batch end; restore the signal handlers."""
         try:
             if isinstance(exception, SIGTERMException) and self.saved_path is None and trainer.training:
                 self._save(trainer, "received SIGTERM")

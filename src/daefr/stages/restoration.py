@@ -130,13 +130,16 @@ class RestorationStage(TrainingStage):
 
     # ----- structure -----------------------------------------------------------------------------
     def ema_module(self) -> nn.Module:
+        """The restorer, the weights the EMA averages."""
         return self.net.restorer
 
     def compiled_modules(self) -> list[nn.Module]:
+        """The restorer's LQ and HQ encoders and its predictor."""
         r = self.net.restorer
         return [r.lq_encoder, r.hq_encoder, r.predictor]
 
     def configure_optimizers(self) -> Any:
+        """Adam over the trainable restorer parameters."""
         lr = self.effective_learning_rate()
         rank_zero_info(f"RestorationStage: learning rate {lr:.3e}")
         opt = self.make_adam(list(self.net.trainable_parameters()), lr)
@@ -144,6 +147,7 @@ class RestorationStage(TrainingStage):
 
     # ----- training ------------------------------------------------------------------------------
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+        """Code-prediction (and feature L2) loss of ``lq``, ``hq`` (B, 3, H, W) in [-1, 1]; returns the loss."""
         lq, hq = self.images(batch, "lq"), self.images(batch, "hq")
         out = self.net(lq, hq, l2_weight=self.l2_weight, decode=False)
         loss = out["loss"]
@@ -166,6 +170,7 @@ class RestorationStage(TrainingStage):
 
     # ----- evaluation and prediction ---------------------------------------------------------------
     def evaluation_step(self, batch: dict[str, Any], batch_idx: int, split: str) -> None:
+        """Restore ``lq`` (decoding the predicted codes); update quality and code-usage metrics against ``hq``."""
         lq, hq = self.images(batch, "lq"), self.images(batch, "hq")
         out = self.net(lq, hq, l2_weight=self.l2_weight, decode=True)
         n = lq.shape[0]
@@ -179,11 +184,13 @@ class RestorationStage(TrainingStage):
             log_panel(self, f"{split}/panel", make_panel([lq, out["restored"], hq], self.val_panels), "LQ | restored | HQ")
 
     def evaluation_epoch_end(self, split: str) -> None:
+        """Log and reset the restoration quality and code-usage metrics of ``split``."""
         self.log_epoch_metrics(split, self.quality, self.usage)
 
     def predict_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Any]:
         """Restore ``batch["lq"]`` (B, 3, H, W) in [-1, 1]: ``{"restored": (B, 3, H, W) in [-1, 1]}`` plus the
-        batch's non-image entries (keys, paths), for a prediction writer."""
+        batch's non-image entries (keys, paths), for a prediction writer.
+        """
         restored = self.net.restorer(self.images(batch, "lq")).clamp(-1.0, 1.0)
         extras = {k: v for k, v in batch.items() if k not in ("lq", "hq") and not isinstance(v, torch.Tensor)}
         return {"restored": restored, **extras}
@@ -202,6 +209,7 @@ class RestorationStage(TrainingStage):
 
     @rank_zero_only
     def on_fit_end(self) -> None:
+        """Export the restorer to ``export_path`` when one is set."""
         if self.export_path:
             written = self.export_restorer(self.export_path)
             rank_zero_info(f"RestorationStage: restorer exported to {written}")

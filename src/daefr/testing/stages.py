@@ -65,15 +65,19 @@ class FixedBatchDataModule(LightningDataModule):
         self.batch = {"hq": hq, "lq": fixed_degrade(hq, seed + 1), "key": [f"fixed{i}" for i in range(batch_size)]}
 
     def train_dataloader(self) -> DataLoader:  # type: ignore[type-arg]
+        """The fixed batch, ``steps`` times."""
         return DataLoader(_Repeat(self.batch, self.steps), batch_size=1, collate_fn=_identity)
 
     def val_dataloader(self) -> DataLoader:  # type: ignore[type-arg]
+        """The fixed batch, once."""
         return DataLoader(_Repeat(self.batch, 1), batch_size=1, collate_fn=_identity)
 
     def test_dataloader(self) -> DataLoader:  # type: ignore[type-arg]
+        """The fixed batch, once."""
         return DataLoader(_Repeat(self.batch, 1), batch_size=1, collate_fn=_identity)
 
     def predict_dataloader(self) -> DataLoader:  # type: ignore[type-arg]
+        """The fixed batch's LQ images and keys, once."""
         lq_only = {"lq": self.batch["lq"], "key": self.batch["key"]}
         return DataLoader(_Repeat(lq_only, 1), batch_size=1, collate_fn=_identity)
 
@@ -106,4 +110,5 @@ class ShuffledDataModule(LightningDataModule):
         self.hq = smooth_faces(n, image_size, seed)
 
     def train_dataloader(self) -> DataLoader:  # type: ignore[type-arg]
+        """The images in a shuffled order, with random flips and noise, in batches of ``batch_size``."""
         return DataLoader(_Shuffled(self.hq), batch_size=self.batch_size, shuffle=True, drop_last=True)

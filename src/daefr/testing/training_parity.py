@@ -99,6 +99,7 @@ class TrainingFixture:
 
     @property
     def lr(self) -> float:
+        """The official run's learning rate."""
         return float(self.meta["learning_rate"]["value"] if isinstance(self.meta["learning_rate"], dict)
                      else self.meta["learning_rate"])
 
@@ -109,6 +110,7 @@ class TrainingFixture:
 
     @property
     def iterations(self) -> list[dict[str, Any]]:
+        """The recorded iterations (losses and weights per step)."""
         return list(self.meta["iterations"])
 
     def batch(self, i: int) -> dict[str, Tensor]:
@@ -185,6 +187,7 @@ class FixtureDropout(nn.Module):
         self.used = 0
 
     def forward(self, x: Tensor) -> Tensor:
+        """(B, C, H, W) -> the same, times the next queued mask x 2 in train mode; unchanged in eval mode."""
         if not self.training:
             return x
         if not self.masks:

@@ -44,7 +44,8 @@ def _umask() -> int:
 
 def is_special_file(path: PathLike) -> bool:
     """True when ``path`` is written to in place: an existing non-regular file (FIFO, device, socket), a
-    path in /proc, or a link into /dev or /proc (``/dev/stdout``)."""
+    path in /proc, or a link into /dev or /proc (``/dev/stdout``).
+    """
     target = Path(os.path.abspath(path))
     if target.parts[1:2] == ("proc",):
         return True

@@ -151,16 +151,19 @@ class DegradationChain(DegradationOp):
 
     def sample_params(self, batch: int, height: int, width: int,
                       generator: torch.Generator | None = None) -> dict[str, Tensor]:
+        """Each op's parameters for a batch, keys prefixed by the op's index (``0.noise_sigma``...)."""
         return {f"{i}.{k}": v for i, op in enumerate(self._ops())
                 for k, v in op.sample_params(batch, height, width, generator).items()}
 
     def apply_params(self, hq: Tensor, params: dict[str, Tensor]) -> Tensor:
+        """Apply the ops in order to ``hq`` (B, 3, H, W) in [0, 1] -> LQ (B, 3, H, W) float32."""
         x = hq.to(torch.float32)
         for i, op in enumerate(self._ops()):
             x = op.apply_params(x, self._of(params, i)).to(torch.float32)
         return x
 
     def apply_to_hq(self, hq: Tensor, params: dict[str, Tensor]) -> Tensor | None:
+        """The HQ image as the ops change it (gray ground truth, say), or None when no op changes it."""
         x, changed = hq, False
         for i, op in enumerate(self._ops()):
             out = op.apply_to_hq(x, self._of(params, i))

@@ -108,7 +108,7 @@ def _downsample_chroma(plane: Tensor) -> Tensor:
 
 
 def _upsample_chroma(plane: Tensor, ch: Tensor, cw: Tensor) -> Tensor:
-    """libjpeg's h2v2 fancy upsampling: ``(B, h, w)`` -> ``(B, 2h, 2w)``, edges replicated at ``(ch, cw)``."""
+    """Libjpeg's h2v2 fancy upsampling: ``(B, h, w)`` -> ``(B, 2h, 2w)``, edges replicated at ``(ch, cw)``."""
     b, h, w = plane.shape
     # replicating beyond each sample's chroma size makes the neighbour of an edge sample the edge
     # itself, as libjpeg does at the image border
@@ -129,7 +129,8 @@ def _upsample_chroma(plane: Tensor, ch: Tensor, cw: Tensor) -> Tensor:
 def _mix_channels(planes: list[Tensor], matrix: Tensor, offset: Tensor) -> Tensor:
     """``matrix @ planes + offset`` for three ``(B, H, W)`` planes -> ``(B, 3, H, W)``, as plain
     element-wise arithmetic written into one output (a 1x1 convolution or einsum is several times
-    slower on a CPU for three channels)."""
+    slower on a CPU for three channels).
+    """
     first = planes[0]
     out = torch.empty((first.shape[0], 3, *first.shape[1:]), device=first.device, dtype=first.dtype)
     for i, (row, off) in enumerate(zip(matrix.tolist(), offset.tolist())):

@@ -195,7 +195,8 @@ def upscale(img: Tensor, src_h: Tensor, src_w: Tensor, size: tuple[int, int]) ->
 
 def _interp_matrix(out_len: int, in_len: int, src_valid: Tensor) -> Tensor:
     """Bilinear interpolation weights ``(B, out_len, in_len)`` from each sample's first ``src_valid``
-    source pixels to ``out_len`` outputs (half-pixel centres, clamped as :func:`_source_coords`)."""
+    source pixels to ``out_len`` outputs (half-pixel centres, clamped as :func:`_source_coords`).
+    """
     b = src_valid.shape[0]
     dev = src_valid.device
     pos = _source_coords(out_len, torch.full((b,), out_len, device=dev), src_valid)
@@ -211,7 +212,8 @@ def _interp_matrix(out_len: int, in_len: int, src_valid: Tensor) -> Tensor:
 
 def replicate_outside(img: Tensor, height: Tensor, width: Tensor) -> Tensor:
     """``img`` ``(B, C, H, W)`` where pixels beyond each sample's ``(height, width)`` repeat its edge
-    (a new tensor; ``img`` itself when no sample has pixels beyond its size)."""
+    (a new tensor; ``img`` itself when no sample has pixels beyond its size).
+    """
     b, c, h, w = img.shape
     dev = img.device
     height, width = height.to(dev), width.to(dev)

@@ -128,6 +128,7 @@ class Degradation(DegradationOp):
         return (self.blur, self.downscale, self.noise, self.jpeg, self.color_shift, self.gray, self.color_jitter)
 
     def extra_repr(self) -> str:
+        """The configured kernels, sizes, ranges and backends, for ``repr``."""
         return (f"kernels={list(self.blur.kernel_list)}, sizes={list(self.kernel_sizes)}, sigma={self.sigma_range}, "
                 f"scale={self.scale_range}, noise={self.noise_range}, jpeg={self.jpeg_range}, "
                 f"blur_backend={self.blur_backend}, jpeg_backend={self.jpeg_backend}")
@@ -141,9 +142,11 @@ class Degradation(DegradationOp):
         return params
 
     def apply_params(self, hq: Tensor, params: dict[str, Tensor]) -> Tensor:
+        """Degrade ``hq`` (B, 3, H, W) in [0, 1] with the sampled ``params`` -> LQ (B, 3, H, W) in [0, 1]."""
         return apply_degradation(hq, params, blur_backend=self.blur_backend, jpeg_backend=self.jpeg_backend)
 
     def apply_to_hq(self, hq: Tensor, params: dict[str, Tensor]) -> Tensor | None:
+        """The HQ image turned gray where the gray step asks it (``gt_gray``), else None."""
         return self.gray.apply_to_hq(hq, params)
 
 

@@ -80,7 +80,8 @@ class Blur(DegradationOp):
     """Blur with a random kernel per sample: type from ``kernel_list``/``kernel_prob`` (see
     :data:`~daefr.data.degradation.kernels.KERNEL_TYPES`), odd size from ``kernel_sizes``, sigmas from
     ``sigma_range`` (pixels), rotation from ``rotation_range`` (radians), shape beta from ``betag_range``
-    (generalized) or ``betap_range`` (plateau); ``backend`` ``auto``/``fft``/``kornia``."""
+    (generalized) or ``betap_range`` (plateau); ``backend`` ``auto``/``fft``/``kornia``.
+    """
 
     param_keys = ("kernel_type", "kernel_size", "sigma_x", "sigma_y", "theta", "beta")
 
@@ -109,6 +110,7 @@ class Blur(DegradationOp):
 
     def sample_params(self, batch: int, height: int, width: int,
                       generator: torch.Generator | None = None) -> dict[str, Tensor]:
+        """Draw each sample's kernel type, size, sigmas, rotation and beta."""
         dev = generator.device if generator is not None else torch.device("cpu")
         prob = torch.tensor(self.kernel_prob, dtype=torch.float64, device=dev)
         choice = torch.multinomial(prob, batch, replacement=True, generator=generator).cpu()
@@ -126,6 +128,7 @@ class Blur(DegradationOp):
                 "theta": torch.where(iso, torch.zeros_like(theta), theta).to(F32), "beta": beta.to(F32)}
 
     def apply_params(self, hq: Tensor, params: dict[str, Tensor]) -> Tensor:
+        """Blur ``hq`` (B, 3, H, W) in [0, 1] with each sample's kernel -> (B, 3, H, W) clamped to [0, 1]."""
         kernels = blur_kernels({k: v.to(hq.device) for k, v in params.items()})
         blur = kornia_blur if resolve_blur_backend(self.backend, kernels.shape[-1]) == "kornia" else ops.blur
         return blur(hq.to(torch.float32), kernels).clamp(0.0, 1.0)
@@ -133,7 +136,8 @@ class Blur(DegradationOp):
 
 class Downscale(DegradationOp):
     """Bilinear downscale by a factor from ``scale_range`` to ``floor(size / scale)`` per sample (< 1 upscales);
-    alone, the op resizes back to the input size."""
+    alone, the op resizes back to the input size.
+    """
 
     param_keys = ("scale", "lq_height", "lq_width")
 
@@ -145,11 +149,13 @@ class Downscale(DegradationOp):
 
     def sample_params(self, batch: int, height: int, width: int,
                       generator: torch.Generator | None = None) -> dict[str, Tensor]:
+        """Draw each sample's scale and the downscaled size ``lq_height``/``lq_width`` it gives."""
         scale = self.uniform(self.scale_range, generator, batch)
         lq_h, lq_w = ops.lq_sizes(height, width, scale)
         return {"scale": scale.to(F32), "lq_height": lq_h, "lq_width": lq_w}
 
     def apply_params(self, hq: Tensor, params: dict[str, Tensor]) -> Tensor:
+        """Downscale ``hq`` (B, 3, H, W) to each sample's LQ size and resize back to (B, 3, H, W)."""
         b, _, h, w = hq.shape
         lq_h, lq_w = params["lq_height"], params["lq_width"]
         full_h, full_w = torch.full((b,), h, dtype=torch.long), torch.full((b,), w, dtype=torch.long)
@@ -159,7 +165,8 @@ class Downscale(DegradationOp):
 
 class Noise(DegradationOp):
     """Gaussian noise with sigma from ``noise_range`` (8-bit units), or, with probability ``poisson_prob``,
-    Poisson noise scaled by ``poisson_scale_range``; drawn from a generator seeded by ``noise_seed``."""
+    Poisson noise scaled by ``poisson_scale_range``; drawn from a generator seeded by ``noise_seed``.
+    """
 
     param_keys = ("noise_sigma", "poisson", "poisson_scale", "noise_seed")
 
@@ -172,6 +179,7 @@ class Noise(DegradationOp):
 
     def sample_params(self, batch: int, height: int, width: int,
                       generator: torch.Generator | None = None) -> dict[str, Tensor]:
+        """Draw each sample's Gaussian sigma, Poisson choice and scale, and its noise seed."""
         noise_sigma = self.uniform(self.noise_range, generator, batch)
         poisson = self.uniform((0.0, 1.0), generator, batch) < self.poisson_prob
         poisson_scale = self.uniform(self.poisson_scale_range, generator, batch)
@@ -179,13 +187,15 @@ class Noise(DegradationOp):
                 "noise_seed": self.draw_seed(batch, generator)}
 
     def apply_params(self, hq: Tensor, params: dict[str, Tensor]) -> Tensor:
+        """Add each sample's noise to ``hq`` (B, 3, H, W) in [0, 1] -> (B, 3, H, W)."""
         p = {k: v.to(hq.device) for k, v in params.items()}
         return sensor_noise(hq.to(torch.float32), p, self.seeded_generator(params, hq.device))
 
 
 class JPEG(DegradationOp):
     """JPEG with a quality from ``jpeg_range`` (``floor`` of a uniform draw, as the official code; ``None``:
-    no JPEG, quality parameter 0); ``backend`` ``libjpeg`` or ``kornia``."""
+    no JPEG, quality parameter 0); ``backend`` ``libjpeg`` or ``kornia``.
+    """
 
     param_keys = ("jpeg_quality",)
 
@@ -198,12 +208,14 @@ class JPEG(DegradationOp):
 
     def sample_params(self, batch: int, height: int, width: int,
                       generator: torch.Generator | None = None) -> dict[str, Tensor]:
+        """Draw each sample's JPEG quality (all 0 when ``jpeg_range`` is None)."""
         if self.jpeg_range is None:
             return {"jpeg_quality": torch.zeros(batch, dtype=torch.long)}
         quality = torch.floor(self.uniform(self.jpeg_range, generator, batch)).clamp(1, 100).to(torch.long)
         return {"jpeg_quality": quality}
 
     def apply_params(self, hq: Tensor, params: dict[str, Tensor]) -> Tensor:
+        """JPEG-compress ``hq`` (B, 3, H, W) in [0, 1] at each sample's quality -> (B, 3, H, W)."""
         b, _, h, w = hq.shape
         size = (torch.full((b,), h, dtype=torch.long, device=hq.device), torch.full((b,), w, dtype=torch.long, device=hq.device))
         return compress(hq.to(torch.float32), params["jpeg_quality"].to(hq.device), *size, self.backend)
@@ -221,11 +233,13 @@ class ColorShift(DegradationOp):
 
     def sample_params(self, batch: int, height: int, width: int,
                       generator: torch.Generator | None = None) -> dict[str, Tensor]:
+        """Draw each sample's on/off and per-channel shift (B, 3)."""
         on = self.uniform((0.0, 1.0), generator, batch) < self.prob
         shift = self.uniform((-self.shift, self.shift), generator, batch, 3) / 255.0
         return {"color_shift": torch.where(on[:, None], shift, torch.zeros_like(shift)).to(F32)}
 
     def apply_params(self, hq: Tensor, params: dict[str, Tensor]) -> Tensor:
+        """Add each sample's colour shift to ``hq`` (B, 3, H, W) in [0, 1]."""
         return ops.color_shift(hq.to(torch.float32), params["color_shift"])
 
 
@@ -241,18 +255,22 @@ class Gray(DegradationOp):
 
     def sample_params(self, batch: int, height: int, width: int,
                       generator: torch.Generator | None = None) -> dict[str, Tensor]:
+        """Draw which samples turn gray (``gray``, (B,) bool)."""
         return {"gray": self.uniform((0.0, 1.0), generator, batch) < self.prob}
 
     def apply_params(self, hq: Tensor, params: dict[str, Tensor]) -> Tensor:
+        """Turn the chosen samples of ``hq`` (B, 3, H, W) gray (luma repeated over 3 channels)."""
         return to_gray(hq.to(torch.float32), params["gray"])
 
     def apply_to_hq(self, hq: Tensor, params: dict[str, Tensor]) -> Tensor | None:
+        """The HQ image with the chosen samples gray when ``gt_gray``, else None."""
         return to_gray(hq.to(torch.float32), params["gray"]) if self.gt_gray else None
 
 
 class ColorJitter(DegradationOp):
     """With probability ``prob``, GFPGAN's torchvision-style jitter: brightness, contrast, saturation and hue
-    factors from their ranges, in a random order per sample (see :mod:`daefr.data.degradation.color`)."""
+    factors from their ranges, in a random order per sample (see :mod:`daefr.data.degradation.color`).
+    """
 
     param_keys = JITTER_KEYS
 
@@ -272,6 +290,7 @@ class ColorJitter(DegradationOp):
 
     def sample_params(self, batch: int, height: int, width: int,
                       generator: torch.Generator | None = None) -> dict[str, Tensor]:
+        """Draw each sample's on/off, factor order and brightness/contrast/saturation/hue factors."""
         on = self.uniform((0.0, 1.0), generator, batch) < self.prob
         order = torch.argsort(self.uniform((0.0, 1.0), generator, batch, 4), dim=1)
         factors = {name: self.uniform(getattr(self, f"{name}_range"), generator, batch).to(F32)
@@ -279,4 +298,5 @@ class ColorJitter(DegradationOp):
         return {"jitter_pt": on, "jitter_order": order, **factors}
 
     def apply_params(self, hq: Tensor, params: dict[str, Tensor]) -> Tensor:
+        """Jitter the colours of ``hq`` (B, 3, H, W) in [0, 1] with each sample's factors."""
         return color_jitter_pt(hq.to(torch.float32), params)
