@@ -1,4 +1,6 @@
-"""The embedded default job: train the demo chain on a folder of faces, restore held-out faces and report
+"""The embedded default job: train the demo chain, restore held-out faces, report against bicubic.
+
+The demo chain trains on a folder of faces; held-out faces are restored and reported
 against bicubic upsampling of the same low-quality input.
 
 The training is the chain ``configs/demo/chain.yaml`` (run with :func:`daefr.chain.run_chain`, exactly as

@@ -16,7 +16,9 @@ DOWNSCALE_WARNING = 2.0
 
 
 def check_backend(weights: str, backend: str) -> str:
-    """The backend to run ``weights`` with: ``auto`` picks by the file's content; a forced backend that
+    """The backend that runs ``weights``, checked against the file's content.
+
+    The backend to run ``weights`` with: ``auto`` picks by the file's content; a forced backend that
     cannot run the file is one line saying what the file is. Names and URIs go through unchanged.
     """
     from daefr.inference.file_kind import BACKEND_OF_KIND, DESCRIPTIONS, weights_file_kind
@@ -54,7 +56,9 @@ def _build(group: str, spec: Any, option: str) -> Any:
 
 
 def setup_components(args: argparse.Namespace, detector_spec: Any, needs_detector: bool) -> tuple[Any, Any]:
-    """The detector and upsampler, built now when whole photos need them (a bad name or missing detector
+    """The face detector and background upsampler, built now or left as specs.
+
+    The detector and upsampler, built now when whole photos need them (a bad name or missing detector
     weights is one line before any work); their specs otherwise (built on first use, if ever).
     """
     if not needs_detector:

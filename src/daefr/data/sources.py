@@ -114,7 +114,9 @@ def _manifest_units(directory: Path) -> list[Unit]:
 
 
 def open_url(url: str) -> IO[bytes]:
-    """Open a shard's raw bytes: local path, ``file://``, a ``webdataset.gopen`` scheme (``pipe:``,
+    """Open a shard's raw bytes from a local path or any supported URL.
+
+    Open a shard's raw bytes: local path, ``file://``, a ``webdataset.gopen`` scheme (``pipe:``,
     ``http(s)://``, ``gs://``, ``hf://``...) or else any fsspec URL (``s3://``, ``memory://``...).
     """
     if _is_local(url):
@@ -178,7 +180,9 @@ class _BoundedDecompression(io.RawIOBase):
 
 
 def _compression(head: bytes) -> str | None:
-    """"gzip", "bzip2" or "xz" from a file's first 10 bytes (full magic numbers: a tar starts with a
+    """The compression of a file from its first bytes: "gzip", "bzip2", "xz" or None.
+
+    "gzip", "bzip2" or "xz" from a file's first 10 bytes (full magic numbers: a tar starts with a
     member name, which may begin with "BZh"), or None.
     """
     if head.startswith(b"\x1f\x8b\x08"):

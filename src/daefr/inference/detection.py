@@ -81,7 +81,9 @@ def select_faces(
     max_faces: int | None = None,
     min_face_size: float = 0.0,
 ) -> list[DetectedFace]:
-    """Drop faces smaller than ``min_face_size`` px, order the rest largest first, then keep the face
+    """Filter detected faces by size and keep the centre face or the largest ones.
+
+    Drop faces smaller than ``min_face_size`` px, order the rest largest first, then keep the face
     nearest the image centre (``only_center_face``) or the ``max_faces`` largest.
     """
     kept = [f for f in faces if f.size >= min_face_size]

@@ -88,7 +88,9 @@ def paste_mask(
 
 @dataclass
 class PastedFace:
-    """A face to paste: ``restored`` (S, S, 3) uint8, the image->crop ``affine``, and for the residual
+    """A restored face to paste back into the photo.
+
+    A face to paste: ``restored`` (S, S, 3) uint8, the image->crop ``affine``, and for the residual
     mode the ``cropped`` (S, S, 3) uint8 input crop.
     """
 

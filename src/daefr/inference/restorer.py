@@ -38,7 +38,9 @@ MAX_UPSCALE = 8.0
 
 @dataclass
 class RestoredFace:
-    """One restored face: ``box`` (x0, y0, x1, y1) and ``landmarks`` (5, 2) in input-photo pixels,
+    """One restored face with its detection, crops and alignment.
+
+    ``box`` (x0, y0, x1, y1) and ``landmarks`` (5, 2) in input-photo pixels,
     ``cropped`` and ``restored`` (S, S, 3) uint8 RGB, ``affine`` (2, 3) mapping photo -> crop.
     """
 
@@ -52,7 +54,9 @@ class RestoredFace:
 
 @dataclass
 class RestoreResult:
-    """Output of :meth:`Restorer.restore`: ``restored_image`` (H*u, W*u, 3) uint8 RGB (the restored
+    """Output of :meth:`Restorer.restore`: the restored image and its faces.
+
+    ``restored_image`` (H*u, W*u, 3) uint8 RGB (the restored
     crop for aligned inputs), the restored ``faces``, and ``faces_found`` before selection.
     """
 
@@ -108,7 +112,9 @@ def select_device(device: str | torch.device = "auto") -> torch.device:
 
 
 def as_rgb_uint8(image: Any) -> np.ndarray:
-    """An (H, W, 3) uint8 RGB array from an array (gray (H, W) or (H, W, 1) is repeated, an alpha
+    """An (H, W, 3) uint8 RGB array from an array or an image path.
+
+    From an array (gray (H, W) or (H, W, 1) is repeated, an alpha
     channel dropped) or from an image path (read by :func:`daefr.utils.images.read_image`).
     """
     if isinstance(image, (str, Path)):
@@ -137,7 +143,9 @@ def _face_size_of(model: nn.Module) -> int:
 
 
 class Restorer:
-    """Face restoration of whole photos or aligned crops with any network mapping
+    """Face restoration of whole photos or aligned crops with any restoration network.
+
+    The network maps
     (B, 3, S, S) in [-1, 1] to (B, 3, S, S) in [-1, 1].
 
     ``detector`` / ``upsampler``: registry specs (``face_detectors``, ``upsamplers``) or instances;

@@ -136,7 +136,9 @@ class _Head(nn.Module):
 
 
 class RetinaFaceResNet50(nn.Module):
-    """``forward(x (B, 3, H, W) BGR minus mean)`` -> (boxes (B, N, 4), scores (B, N, 2) softmaxed,
+    """RetinaFace with a ResNet-50 trunk: raw box, score and landmark predictions per anchor.
+
+    ``forward(x (B, 3, H, W) BGR minus mean)`` -> (boxes (B, N, 4), scores (B, N, 2) softmaxed,
     landmarks (B, N, 10)) as anchor offsets, N = 2 * sum of the three pyramid levels' positions.
     """
 

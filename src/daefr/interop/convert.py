@@ -64,7 +64,9 @@ def detect_kind(state_dict: Mapping[str, Tensor]) -> str:
 
 
 def parse_arch(value: str | Mapping[str, Any] | None) -> str | dict[str, Any] | None:
-    """A name of the architecture table (``release``, ``parity``, ...; old names too), a JSON object, a
+    """An architecture dict (or None for auto) from a name, a JSON object or a JSON/YAML file.
+
+    A name of the architecture table (``release``, ``parity``, ...; old names too), a JSON object, a
     .json/.yaml file of keywords, or None / ``auto`` (read off the checkpoint's shapes).
     """
     if value is None or isinstance(value, Mapping):

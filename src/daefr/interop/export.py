@@ -92,7 +92,9 @@ def _metadata(restorer: nn.Module, fmt: str, batch: int | None, fast: bool) -> d
 def export_restorer(restorer: nn.Module, path: str | Path, fmt: str = "onnx", *, batch: int | None = None,
                     fast: bool = False, opset: int = 17, exporter: str = "torchscript",
                     overwrite: bool = False, in_place: bool = False) -> Path:
-    """Export ``restorer`` (a DAEFRRestorer) to ``path`` in format ``fmt`` (``onnx``, ``torchscript``,
+    """Export ``restorer`` (a DAEFRRestorer) to ``path`` as ONNX, TorchScript or an ExportedProgram.
+
+    ``fmt``: one of (``onnx``, ``torchscript``,
     ``exported-program``); ``batch=None`` makes the batch dimension dynamic. Returns the path written.
 
     ONNX: ``exporter="torchscript"`` (default; the tracing exporter, the quicker one to export here) or
@@ -150,7 +152,9 @@ def _torch_export(model: nn.Module, example: Tensor, batch: int | None) -> Any:
 
 def _export_onnx(model: nn.Module, example: Tensor, tmp: Path, name: str, batch: int | None, opset: int,
                  meta: dict[str, str], exporter: str) -> None:
-    """Write the ONNX export of ``model`` to ``tmp`` (the final file is ``name``: an external data file,
+    """Write the ONNX export of ``model`` to ``tmp``.
+
+    The final file is ``name`` (an external data file,
     for weights over protobuf's 2 GB limit, is named after it since the graph refers to it by name).
     """
     import warnings
@@ -221,7 +225,9 @@ def read_export_metadata(path: str | Path) -> dict[str, str]:
 
 
 def _zip_extra_file(path: Path, name: str) -> str:
-    """The text of ``<root>/extra/<name>`` in a TorchScript / ExportedProgram zip ("" when absent or over
+    """The text of an ``extra/`` record of a TorchScript / ExportedProgram zip, without loading the model.
+
+    The text of ``<root>/extra/<name>`` in a TorchScript / ExportedProgram zip ("" when absent or over
     1 MiB), read from the zip directly: nothing of the model is loaded.
     """
     import zipfile

@@ -238,7 +238,9 @@ INTEGER_KEY_SUFFIXES: tuple[str, ...] = (".num_batches_tracked",)
 
 
 def check_float_weights(state_dict: Mapping[str, torch.Tensor], where: str | Path) -> None:
-    """Raise :class:`CheckpointError` naming the first key (file order) whose tensor is not floating point,
+    """Refuse a state dict with a non-floating-point tensor (other than the integer counters).
+
+    Raise :class:`CheckpointError` naming the first key (file order) whose tensor is not floating point,
     except the integer counters of :data:`INTEGER_KEY_SUFFIXES` (loading would cast it silently).
     """
     for key, value in state_dict.items():

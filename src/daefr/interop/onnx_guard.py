@@ -107,7 +107,9 @@ def _check_proto(path: Path, proto: Any) -> None:
 
 
 def check_onnx_file(path: str | Path) -> None:
-    """Raise a one-line :class:`~daefr.errors.CheckpointError` / :class:`~daefr.errors.UnsafeFileError`
+    """Check that ``path`` is a safe, valid ONNX model of standard operators; raise a one-line error if not.
+
+    Raise a one-line :class:`~daefr.errors.CheckpointError` / :class:`~daefr.errors.UnsafeFileError`
     unless ``path`` is a checker-valid ONNX model of standard operators whose external data (if any) lies
     in its own folder. Nothing is run; the external data is not read.
     """

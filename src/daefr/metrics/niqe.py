@@ -1,4 +1,6 @@
-"""NIQE (Mittal et al. 2013): no-reference quality as the distance of natural-scene statistics to a
+"""NIQE (Mittal et al. 2013): no-reference quality from natural-scene statistics.
+
+The quality is the distance of natural-scene statistics to a
 pristine multivariate Gaussian model.
 
 The pristine model (mean ``mu`` (36,) and covariance ``cov`` (36, 36)) is NOT bundled: its published

@@ -1,4 +1,6 @@
-"""Write an evaluation run to a folder: ``per_image.csv``, ``summary.json`` and a self-contained
+"""Write an evaluation run to a folder, and compare two runs.
+
+A run folder holds ``per_image.csv``, ``summary.json`` and a self-contained
 ``report.html``; :func:`write_comparison` puts two runs side by side (``compare.json``, ``compare.html``).
 
 ``report.html`` holds the provenance (model file and sha256, architecture, command line, daefr version,
@@ -188,7 +190,9 @@ def read_run(run_dir: str | os.PathLike[str]) -> tuple[dict[str, Any], list[dict
 
 
 def _plots_section(figures: Callable[[], list[tuple[str, str | None]]], what: str) -> list[str]:
-    """``<h2>`` and the plot images made by ``figures`` (label, data URI or None per metric); the reason
+    """The plots section of a report: heading, plot images, and notes on what is missing.
+
+    ``<h2>`` and the plot images made by ``figures`` (label, data URI or None per metric); the reason
     when matplotlib is missing; a note naming the metrics without finite values.
     """
     from daefr.metrics.report_plots import plots_unavailable
@@ -365,7 +369,9 @@ def _compare_summary(metrics: Sequence[str], data_a: Mapping[str, Any], data_b: 
 def write_comparison(run_a: str | os.PathLike[str], run_b: str | os.PathLike[str], out_dir: str | os.PathLike[str],
                      title: str = "daefr comparison", examples: int = 3, provenance: Mapping[str, Any] | None = None,
                      thumbnails: bool = True) -> dict[str, Path]:
-    """Compare two run folders: ``compare.json`` (per metric: A and B mean, std, B - A, win counts; per
+    """Compare two run folders: write ``compare.json`` and ``compare.html``.
+
+    ``compare.json`` (per metric: A and B mean, std, B - A, win counts; per
     image: A, B, B - A) and ``compare.html`` (provenance of both runs, summary with win counts, histograms
     and A-vs-B scatter plots, labelled LQ | A | B | GT strips of the images B improved/worsened most,
     A | B thumbnails of all images, per-image table, degradation parameters).

@@ -1,4 +1,6 @@
-"""HTML building blocks shared by ``report.html`` and ``compare.html``: page, tables, image strips,
+"""HTML building blocks shared by ``report.html`` and ``compare.html``.
+
+Page, tables, image strips,
 thumbnail grids, provenance and degradation-parameter tables. Everything is inline (styles, script,
 images as data URIs), so a report opens offline and can be mailed as one file.
 """
@@ -145,7 +147,9 @@ def metric_values(row: Mapping[str, Any] | None, metrics: Sequence[str]) -> str:
 
 
 def panels(caption: str, items: Sequence[tuple[str, str | None, str]], alt: str, footer: str = "") -> str:
-    """A strip of labelled images: (label, image path, HTML line under the label) per panel; ``footer``
+    """A strip of labelled images with an optional footer note.
+
+    One (label, image path, HTML line under the label) per panel; ``footer``
     is an HTML note under the strip (the degradation parameters).
     """
     from daefr.metrics.images import read_rgb8

@@ -52,7 +52,9 @@ _ARCH_KEYS = frozenset({*LAYOUT_KEYS, *CODEBOOK_KEYS, *PREDICTOR_KEYS, "in_chann
 
 
 def restorer_arch(arch: str | Mapping[str, Any] | None = None, **overrides: Any) -> dict[str, Any]:
-    """A complete, JSON-able architecture dict: a name of the architecture table (default ``release``) or a
+    """A complete, JSON-able architecture dict from a name or keywords, plus overrides.
+
+    Either a name of the architecture table (default ``release``) or a
     dict of keywords over ``release``, plus overrides.
 
     Keys: :data:`~daefr.models.architectures.LAYOUT_KEYS`, ``embed_dim``, ``n_embed``, the fusion/predictor
@@ -130,7 +132,9 @@ class DAEFRRestorer(nn.Module):
     @classmethod
     def from_config(cls, arch: str | Mapping[str, Any] | None = None, *, fast: bool = False,
                     **overrides: Any) -> DAEFRRestorer:
-        """Build from an architecture name (``release``, ``parity``, ``demo``, ...; see
+        """Build from an architecture name or official-style keywords, plus overrides.
+
+        Build from an architecture name (``release``, ``parity``, ``demo``, ...; see
         :mod:`daefr.models.architectures`) or official-style keywords, plus overrides.
         """
         cfg = restorer_arch(arch, **overrides)
@@ -159,7 +163,9 @@ class DAEFRRestorer(nn.Module):
 
     # ----- options ---------------------------------------------------------------------------
     def set_fast(self, fast: bool) -> None:
-        """The one fast-path switch (reversible): fused attention and blocks, in-place activations,
+        """Switch the fast path on or off (reversible; weights unchanged).
+
+        The one fast-path switch (reversible): fused attention and blocks, in-place activations,
         argmax top-1 and direct decoding of the code rows (:func:`daefr.nn.fast_blocks.set_fast`); off =
         the official numerics. Weights and state-dict keys are unchanged either way.
         """
@@ -211,7 +217,9 @@ class DAEFRRestorer(nn.Module):
         return cast(Tensor, self.decoder(self.post_quant_conv(quant)))
 
     def forward(self, lq: Tensor, return_details: bool = False) -> Any:
-        """(B, 3, H, W) in [-1, 1] -> restored (B, 3, H, W) (unclamped); ``return_details``: the dict of
+        """(B, 3, H, W) in [-1, 1] -> restored (B, 3, H, W) (unclamped).
+
+        ``return_details``: the dict of
         :meth:`forward_intermediates` instead.
         """
         details = self.forward_intermediates(lq)

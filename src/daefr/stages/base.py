@@ -269,7 +269,9 @@ class TrainingStage(LightningModule):
 
     # ----- batches -------------------------------------------------------------------------------
     def images(self, batch: Mapping[str, Any], key: str) -> torch.Tensor:
-        """``batch[key]`` as (B, 3, H, W) (in ``channels_last`` when that option is on); a clear error when the
+        """``batch[key]`` as (B, 3, H, W), with a clear error when it is missing.
+
+        In ``channels_last`` when that option is on; a clear error when the
         data module does not provide it.
         """
         if key not in batch:

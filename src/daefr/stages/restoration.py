@@ -188,7 +188,9 @@ class RestorationStage(TrainingStage):
         self.log_epoch_metrics(split, self.quality, self.usage)
 
     def predict_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Any]:
-        """Restore ``batch["lq"]`` (B, 3, H, W) in [-1, 1]: ``{"restored": (B, 3, H, W) in [-1, 1]}`` plus the
+        """Restore ``batch["lq"]`` (B, 3, H, W) in [-1, 1] for a prediction writer.
+
+        Returns ``{"restored": (B, 3, H, W) in [-1, 1]}`` plus the
         batch's non-image entries (keys, paths), for a prediction writer.
         """
         restored = self.net.restorer(self.images(batch, "lq")).clamp(-1.0, 1.0)

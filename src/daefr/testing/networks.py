@@ -1,4 +1,6 @@
-"""Conformance checks for network components (groups ``encoders``, ``decoders``, ``codebooks``,
+"""Conformance checks for network components, to call from a plugin's tests.
+
+Conformance checks for network components (groups ``encoders``, ``decoders``, ``codebooks``,
 ``associations``): call them from your plugin's tests. Each raises ``AssertionError`` with the reason.
 
 Contracts (see :mod:`daefr.nn.contracts`):

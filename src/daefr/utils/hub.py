@@ -148,7 +148,7 @@ _VERIFIED: dict[tuple[str, int, int, str], bool] = {}
 
 
 def file_digest(path: Path, algorithm: str = "sha256", git_blob: bool = False) -> str:
-    """Hex digest of a file (``git_blob``: git's ``blob <size>\\0`` header first, as Hub etags of small files)."""
+    r"""Hex digest of a file (``git_blob``: git's ``blob <size>\0`` header first, as Hub etags of small files)."""
     h = hashlib.new(algorithm)
     if git_blob:
         h.update(b"blob %d\0" % path.stat().st_size)

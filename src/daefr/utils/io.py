@@ -43,7 +43,9 @@ def _umask() -> int:
 
 
 def is_special_file(path: PathLike) -> bool:
-    """True when ``path`` is written to in place: an existing non-regular file (FIFO, device, socket), a
+    """True when ``path`` is written to in place (FIFO, device, socket, /proc, a link into /dev).
+
+    That is: an existing non-regular file (FIFO, device, socket), a
     path in /proc, or a link into /dev or /proc (``/dev/stdout``).
     """
     target = Path(os.path.abspath(path))

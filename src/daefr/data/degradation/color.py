@@ -1,4 +1,6 @@
-"""Colour steps after resizing back, through ``kornia.enhance`` / ``kornia.color``: gray and GFPGAN's
+"""Colour steps after resizing back: gray and GFPGAN's torchvision-style colour jitter.
+
+Colour steps after resizing back, through ``kornia.enhance`` / ``kornia.color``: gray and GFPGAN's
 torchvision-style colour jitter.
 
 The torchvision-style jitter (GFPGAN's ``color_jitter_pt``) applies brightness, contrast, saturation

@@ -127,7 +127,9 @@ def _upsample_chroma(plane: Tensor, ch: Tensor, cw: Tensor) -> Tensor:
 
 
 def _mix_channels(planes: list[Tensor], matrix: Tensor, offset: Tensor) -> Tensor:
-    """``matrix @ planes + offset`` for three ``(B, H, W)`` planes -> ``(B, 3, H, W)``, as plain
+    """Colour conversion ``matrix @ planes + offset``: three (B, H, W) planes -> (B, 3, H, W).
+
+    ``matrix @ planes + offset`` for three ``(B, H, W)`` planes -> ``(B, 3, H, W)``, as plain
     element-wise arithmetic written into one output (a 1x1 convolution or einsum is several times
     slower on a CPU for three channels).
     """

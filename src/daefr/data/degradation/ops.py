@@ -176,7 +176,9 @@ def resize(
 
 
 def upscale(img: Tensor, src_h: Tensor, src_w: Tensor, size: tuple[int, int]) -> Tensor:
-    """:func:`resize` of each sample's top-left ``(src_h[i], src_w[i])`` of ``img`` ``(B, C, h, w)`` to the
+    """Resize each sample's valid top-left region of ``img`` (B, C, h, w) to the full ``size``.
+
+    :func:`resize` of each sample's top-left ``(src_h[i], src_w[i])`` of ``img`` ``(B, C, h, w)`` to the
     full ``size`` (the same bilinear weights), as two matrix products with per-sample interpolation
     matrices when the source canvas is small (cheaper than ``grid_sample`` there), else :func:`resize`.
     """
@@ -194,7 +196,9 @@ def upscale(img: Tensor, src_h: Tensor, src_w: Tensor, size: tuple[int, int]) ->
 
 
 def _interp_matrix(out_len: int, in_len: int, src_valid: Tensor) -> Tensor:
-    """Bilinear interpolation weights ``(B, out_len, in_len)`` from each sample's first ``src_valid``
+    """Per-sample bilinear interpolation matrices (B, out_len, in_len).
+
+    Bilinear interpolation weights ``(B, out_len, in_len)`` from each sample's first ``src_valid``
     source pixels to ``out_len`` outputs (half-pixel centres, clamped as :func:`_source_coords`).
     """
     b = src_valid.shape[0]
@@ -211,7 +215,9 @@ def _interp_matrix(out_len: int, in_len: int, src_valid: Tensor) -> Tensor:
 
 
 def replicate_outside(img: Tensor, height: Tensor, width: Tensor) -> Tensor:
-    """``img`` ``(B, C, H, W)`` where pixels beyond each sample's ``(height, width)`` repeat its edge
+    """``img`` (B, C, H, W) with each sample's edge repeated beyond its own (height, width).
+
+    ``img`` ``(B, C, H, W)`` where pixels beyond each sample's ``(height, width)`` repeat its edge
     (a new tensor; ``img`` itself when no sample has pixels beyond its size).
     """
     b, c, h, w = img.shape

@@ -193,7 +193,9 @@ def apply_degradation(hq: Tensor, params: dict[str, Tensor], max_group: int | No
 
 
 def size_groups(lq_height: Tensor, lq_width: Tensor, max_group: int) -> list[Tensor]:
-    """Sample indices grouped by downscaled size: sorted by area, canvas areas within a group differ
+    """Sample indices grouped by downscaled size (areas within 2x, at most ``max_group`` each).
+
+    Sorted by area, canvas areas within a group differ
     by less than 2x, at most ``max_group`` per group (largest sizes first).
 
     Noise and JPEG then run on a canvas close to each sample's own size instead of the batch's

@@ -77,7 +77,9 @@ def blur_kernels(p: dict[str, Tensor]) -> Tensor:
 
 
 class Blur(DegradationOp):
-    """Blur with a random kernel per sample: type from ``kernel_list``/``kernel_prob`` (see
+    """Blur with a random kernel per sample (official kernel types, sizes, sigmas and shapes).
+
+    Type from ``kernel_list``/``kernel_prob`` (see
     :data:`~daefr.data.degradation.kernels.KERNEL_TYPES`), odd size from ``kernel_sizes``, sigmas from
     ``sigma_range`` (pixels), rotation from ``rotation_range`` (radians), shape beta from ``betag_range``
     (generalized) or ``betap_range`` (plateau); ``backend`` ``auto``/``fft``/``kornia``.
@@ -135,7 +137,9 @@ class Blur(DegradationOp):
 
 
 class Downscale(DegradationOp):
-    """Bilinear downscale by a factor from ``scale_range`` to ``floor(size / scale)`` per sample (< 1 upscales);
+    """Bilinear downscale by a random factor per sample.
+
+    Bilinear downscale by a factor from ``scale_range`` to ``floor(size / scale)`` per sample (< 1 upscales);
     alone, the op resizes back to the input size.
     """
 
@@ -164,7 +168,9 @@ class Downscale(DegradationOp):
 
 
 class Noise(DegradationOp):
-    """Gaussian noise with sigma from ``noise_range`` (8-bit units), or, with probability ``poisson_prob``,
+    """Gaussian or Poisson sensor noise of random strength per sample.
+
+    Gaussian noise with sigma from ``noise_range`` (8-bit units), or, with probability ``poisson_prob``,
     Poisson noise scaled by ``poisson_scale_range``; drawn from a generator seeded by ``noise_seed``.
     """
 
@@ -193,7 +199,9 @@ class Noise(DegradationOp):
 
 
 class JPEG(DegradationOp):
-    """JPEG with a quality from ``jpeg_range`` (``floor`` of a uniform draw, as the official code; ``None``:
+    """JPEG compression at a random quality per sample.
+
+    JPEG with a quality from ``jpeg_range`` (``floor`` of a uniform draw, as the official code; ``None``:
     no JPEG, quality parameter 0); ``backend`` ``libjpeg`` or ``kornia``.
     """
 
@@ -268,7 +276,9 @@ class Gray(DegradationOp):
 
 
 class ColorJitter(DegradationOp):
-    """With probability ``prob``, GFPGAN's torchvision-style jitter: brightness, contrast, saturation and hue
+    """GFPGAN's torchvision-style colour jitter, with probability ``prob``.
+
+    With probability ``prob``, GFPGAN's torchvision-style jitter: brightness, contrast, saturation and hue
     factors from their ranges, in a random order per sample (see :mod:`daefr.data.degradation.color`).
     """
 
