@@ -1,6 +1,7 @@
 """One-off: select and resize the embedded demo faces from ../shared/data/faces (kept for provenance)."""
 import shutil
 from pathlib import Path
+
 from PIL import Image
 
 src = Path(__file__).resolve().parents[2] / "shared" / "data" / "faces"
