@@ -77,7 +77,7 @@ def test_degrade_preview_follows_force_and_writes_into_a_fifo(tmp_path: Path,
     assert main(["degrade-preview", *args, "-o", str(existing)]) == 1
     assert "already exists; pass --force" in capsys.readouterr().err and existing.read_bytes() == b"keep me"
     assert main(["degrade-preview", *args, "-o", str(existing), "--force"]) == 0
-    assert Image.open(existing).size == (110 + 48 * 2, 48)
+    assert Image.open(existing).size == (110 + 48 * 2, 48 + 52)  # one row of tiles and their captions
     fifo = tmp_path / "grid.fifo"
     reader = _FifoReader(fifo)
     assert main(["degrade-preview", *args, "-o", str(fifo)]) == 0
