@@ -12,15 +12,19 @@ import os
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 import torch
 import yaml
+from omegaconf import OmegaConf
+
+from daefr.config_files import load_composed
 
 pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parents[2]
+TINY_HQ = REPO / "configs" / "tiny" / "hq_codebook.yaml"  # composed over configs/tiny/base.yaml
 
 _DRIVER = r"""
 import contextlib, io, json, sys
@@ -40,7 +44,8 @@ print("RESULTS " + json.dumps(results))
 
 
 def _base(tmp: Path) -> dict[str, Any]:
-    cfg = yaml.safe_load((REPO / "configs" / "tiny" / "hq_codebook.yaml").read_text())
+    # composed: the variants are written to tmp, where its `base: base.yaml` would not be found
+    cfg = cast("dict[str, Any]", OmegaConf.to_container(load_composed(TINY_HQ)))
     cfg["trainer"].update(max_steps=1, default_root_dir=str(tmp / "run"), logger=False, limit_val_batches=0,
                           deterministic=False, callbacks=None)
     for split in ("train", "val"):

@@ -15,15 +15,19 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 import torch
 import yaml
+from omegaconf import OmegaConf
+
+from daefr.config_files import load_composed
 
 pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parents[2]
+TINY_HQ = REPO / "configs" / "tiny" / "hq_codebook.yaml"  # composed over configs/tiny/base.yaml
 TESTS = REPO / "tests"
 STEPS = 5
 # Shrunk further than the tiny config (16 px, one level): the point is the checkpoint logic, not the net.
@@ -39,7 +43,7 @@ def _config(
     run: Path, *, save_every_step: bool, extra_callbacks: list[dict[str, Any]] = (), tag: str = "run"  # type: ignore[assignment]
 ) -> Path:
     """The tiny HQ-codebook config, writing into ``run`` and checkpointing every step."""
-    cfg = yaml.safe_load((REPO / "configs" / "tiny" / "hq_codebook.yaml").read_text())
+    cfg = cast("dict[str, Any]", OmegaConf.to_container(load_composed(TINY_HQ)))
     trainer = cfg["trainer"]
     trainer.update(max_steps=STEPS, default_root_dir=str(run), logger=False, limit_val_batches=0,
                    plugins=[{"class_path": "daefr.utils.checkpoint_io.AtomicCheckpointIO"}])

@@ -17,6 +17,7 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from daefr.cli import main
+from daefr.config_files import load_composed
 from daefr.stages.preemption import PreemptionCheckpoint
 
 REPO = Path(__file__).resolve().parents[2]
@@ -71,6 +72,6 @@ def test_cluster_config_appends_the_preemption_callback(capsys: pytest.CaptureFi
     assert code == 0
     config = yaml.safe_load(capsys.readouterr().out)
     paths = [c["class_path"] for c in config["trainer"]["callbacks"]]
-    stage = yaml.safe_load((REPO / "configs" / "tiny" / "hq_codebook.yaml").read_text())
+    stage = load_composed(REPO / "configs" / "tiny" / "hq_codebook.yaml")  # the stage over configs/tiny/base.yaml
     assert paths[-1] == "daefr.stages.preemption.PreemptionCheckpoint"
     assert paths[:-1] == [c["class_path"] for c in stage["trainer"]["callbacks"]]  # the stage's kept
