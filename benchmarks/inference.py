@@ -149,12 +149,12 @@ def ensure_weights(cache: Path, seed: int, arch: str = "release") -> Path:
     path = cache / f"daefr_{arch}_random_seed{seed}.safetensors"
     if path.is_file():
         return path
-    from daefr.interop.restorer_io import restorer_from_official
+    from daefr.interop.restorer_io import restorer_from_official, save_restorer
     from daefr.testing.daefr_tiny import random_official_state_dict
 
     print(f"making random official-layout weights -> {path}", flush=True)
     restorer = restorer_from_official(random_official_state_dict(arch, seed=seed))
-    restorer.save(path)
+    save_restorer(restorer, path)
     return path
 
 

@@ -162,7 +162,9 @@ def test_evaluate_restores_with_a_restorer(testset: Path, tmp_path: Path) -> Non
 def test_evaluate_checkpoint_mode(testset: Path, tmp_path: Path) -> None:
     restorer_module = pytest.importorskip("daefr.models.restorer", reason="the DAEFR restorer model is not available")
     model = restorer_module.DAEFRRestorer.from_config("tiny")
-    ckpt = model.save(tmp_path / "tiny.safetensors")
+    from daefr.interop.restorer_io import save_restorer
+
+    ckpt = save_restorer(model, tmp_path / "tiny.safetensors")
     out = tmp_path / "ckpt_run"
     assert main(["evaluate", "--checkpoint", str(ckpt), "--lq", str(testset / "lq"), "--gt", str(testset / "gt"),
                  "--out", str(out), "--metrics", "psnr,ssim"]) == 0

@@ -157,10 +157,11 @@ def test_missing_weights_and_bad_options_are_one_line_errors(
 
 
 def test_aligned_folder_with_a_tiny_checkpoint(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from daefr.interop.restorer_io import save_restorer
     from daefr.models.restorer import DAEFRRestorer
 
     torch.manual_seed(0)
-    weights = DAEFRRestorer.from_config("tiny").save(tmp_path / "tiny.safetensors")
+    weights = save_restorer(DAEFRRestorer.from_config("tiny"), tmp_path / "tiny.safetensors")
     crops = tmp_path / "crops"
     crops.mkdir()
     astronaut = skdata.astronaut()

@@ -14,7 +14,7 @@ from torch import Tensor
 import daefr
 from daefr.cli import main
 from daefr.errors import CheckpointError, ConfigError, WeightsNotFoundError
-from daefr.interop import infer_official_arch, restorer_from_official
+from daefr.interop import infer_official_arch, restorer_from_official, save_restorer
 from daefr.interop.keymap import shapes_of
 from daefr.interop.keymap_daefr import DAEFR_FINAL_KEYMAP, to_official_state_dict
 from daefr.models.daefr_net import DAEFRNet
@@ -103,7 +103,7 @@ def expected(restorer: DAEFRRestorer, lq: Tensor) -> Tensor:
 
 
 def test_save_then_load_restorer_gives_identical_outputs(tmp_path, restorer, lq, expected) -> None:
-    path = restorer.save(tmp_path / "r.safetensors")
+    path = save_restorer(restorer, tmp_path / "r.safetensors")
     with safe_open(str(path), framework="pt") as handle:
         meta = handle.metadata()
     assert meta["format"] == "daefr.restorer" and json.loads(meta["arch"]) == restorer.arch
@@ -202,7 +202,7 @@ def test_restorer_assembled_from_modules_refuses_to_save_without_arch(tmp_path, 
     bare = DAEFRRestorer(restorer.lq_encoder, restorer.hq_encoder, restorer.fusion, restorer.predictor,
                          restorer.codebook, restorer.decoder)  # type: ignore[arg-type]
     with pytest.raises(ConfigError, match="from_config"):
-        bare.save(tmp_path / "x.safetensors")
+        save_restorer(bare, tmp_path / "x.safetensors")
 
 
 def test_full_size_restorer_attributes(full_net) -> None:

@@ -23,6 +23,7 @@ from daefr.interop.export import (
     read_export_metadata,
     release_freed_heap,
 )
+from daefr.interop.restorer_io import save_restorer
 from daefr.models.restorer import DAEFRRestorer
 
 #: The ``tiny`` preset cut to two levels (16 px faces, 8x8 latent) and one narrow transformer layer:
@@ -44,7 +45,7 @@ def restorer() -> DAEFRRestorer:
 
 @pytest.fixture(scope="module")
 def weights(restorer: DAEFRRestorer, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return restorer.save(tmp_path_factory.mktemp("weights") / "small.safetensors")
+    return save_restorer(restorer, tmp_path_factory.mktemp("weights") / "small.safetensors")
 
 
 def test_tolerance_is_the_issue_target() -> None:

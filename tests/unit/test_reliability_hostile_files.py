@@ -26,7 +26,7 @@ from safetensors.torch import save_file
 from daefr import registry as reg
 from daefr.cli import main
 from daefr.errors import CheckpointError, UnsafeFileError
-from daefr.interop.restorer_io import load_restorer
+from daefr.interop.restorer_io import load_restorer, save_restorer
 from daefr.models.restorer import DAEFRRestorer
 
 #: A small restorer (16 px faces) that still has every kind of block.
@@ -38,7 +38,7 @@ SMALL: dict[str, Any] = {"ch_mult": [1, 2], "resolution": 16, "attn_resolutions"
 def good_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
     torch.manual_seed(0)
     model = DAEFRRestorer.from_config("tiny", **SMALL).eval()
-    return model.save(tmp_path_factory.mktemp("good") / "small.safetensors")
+    return save_restorer(model, tmp_path_factory.mktemp("good") / "small.safetensors")
 
 
 def _rewrite(src: Path, dst: Path, *, arch: Any = None, tensors: Any = None) -> Path:

@@ -89,11 +89,12 @@ def _one_error_line(capsys: pytest.CaptureFixture[str]) -> str:
 
 @pytest.fixture(scope="module")
 def small_weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from daefr.interop.restorer_io import save_restorer
     from daefr.models.restorer import DAEFRRestorer
 
     small: dict[str, Any] = {"ch_mult": [1, 2], "resolution": 16, "attn_resolutions": [8], "z_channels": 32, "embed_dim": 32,
              "n_embed": 64, "n_layers": 1, "transformer_dim": 32, "dim_mlp": 64}
-    return DAEFRRestorer.from_config("tiny", **small).save(tmp_path_factory.mktemp("w") / "small.safetensors")
+    return save_restorer(DAEFRRestorer.from_config("tiny", **small), tmp_path_factory.mktemp("w") / "small.safetensors")
 
 
 @pytest.mark.parametrize(("arch", "needle"), [('{"ch": "x"}', "cannot build the restorer architecture"),

@@ -223,12 +223,13 @@ def test_restore_into_a_closed_pipe_finishes_quietly_with_summary(tmp_path: Path
     import subprocess
     import sys
 
+    from daefr.interop.restorer_io import save_restorer
     from daefr.models.restorer import DAEFRRestorer
 
     small: dict[str, Any] = {"ch_mult": [1, 2], "resolution": 16, "attn_resolutions": [8], "z_channels": 32,
              "embed_dim": 32,
              "n_embed": 64, "n_layers": 1, "transformer_dim": 32, "dim_mlp": 64}
-    weights = DAEFRRestorer.from_config("tiny", **small).save(tmp_path / "small.safetensors")
+    weights = save_restorer(DAEFRRestorer.from_config("tiny", **small), tmp_path / "small.safetensors")
     face = _face(tmp_path / "face.png", 16)
     summary = tmp_path / "summary.json"
     proc = subprocess.Popen(

@@ -9,7 +9,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from daefr.errors import CheckpointError
-from daefr.interop.restorer_io import load_restorer, read_restorer_metadata
+from daefr.interop.restorer_io import load_restorer, read_restorer_metadata, save_restorer
 from daefr.models.restorer import DAEFRRestorer
 from daefr.utils.state_dicts import compare_state_dicts, describe_mismatch
 
@@ -37,7 +37,7 @@ def test_restorer_file_with_other_shapes_is_one_line(tmp_path: Path) -> None:
     """A restorer file whose tensors do not fit its recorded architecture: refused, reported by the shared reporter."""
     small = {"resolution": 32, "z_channels": 64, "embed_dim": 64, "n_embed": 128, "n_layers": 1,
              "transformer_dim": 64, "dim_mlp": 128}
-    path = DAEFRRestorer.from_config("parity", **small).save(tmp_path / "r.safetensors")
+    path = save_restorer(DAEFRRestorer.from_config("parity", **small), tmp_path / "r.safetensors")
     tensors = load_file(str(path))
     tensors["post_quant_conv.bias"] = torch.zeros(3)
     del tensors["decoder.conv_out.bias"]

@@ -22,7 +22,6 @@ import copy
 import inspect
 import math
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any, cast
 
 import torch
@@ -121,7 +120,8 @@ class DAEFRRestorer(nn.Module):
         self.downsample_factor = int(getattr(lq_encoder, "downsample_factor"))  # noqa: B009
         self.n_tokens = int(getattr(predictor, "n_tokens"))  # noqa: B009
         self.n_embed = int(self.codebook.n_embed)
-        #: JSON-able architecture (set by :meth:`from_config`); :meth:`save` stores it in the file.
+        #: JSON-able architecture (set by :meth:`from_config`); ``daefr.interop.save_restorer`` writes it
+        #: into the file's metadata.
         self.arch: dict[str, Any] | None = copy.deepcopy(dict(arch)) if arch is not None else None
         #: Key-mapping report (``daefr.interop.keymap.MappingReport``) when loaded from an official checkpoint.
         self.load_report: Any = None
@@ -251,10 +251,3 @@ class DAEFRRestorer(nn.Module):
         from daefr.models.inference_options import optimize_for_inference
 
         return optimize_for_inference(self, options, **changes)
-
-    # ----- files -----------------------------------------------------------------------------
-    def save(self, path: str | Path, *, overwrite: bool = True) -> Path:
-        """Write this restorer to a safetensors file: see :func:`daefr.interop.restorer_io.save_restorer`."""
-        from daefr.interop.restorer_io import save_restorer  # file writing lives in interop/, beside load
-
-        return save_restorer(self, path, overwrite=overwrite)

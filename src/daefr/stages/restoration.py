@@ -19,6 +19,7 @@ from torch import nn
 
 from daefr.errors import ConfigError
 from daefr.interop.keymap_daefr import is_daefr_final_state_dict, load_official_into_net
+from daefr.interop.restorer_io import save_restorer
 from daefr.models.daefr_net import DAEFRNet
 from daefr.models.restorer import build_component, restorer_arch
 from daefr.models.vqgan import VQGAN
@@ -205,9 +206,9 @@ class RestorationStage(TrainingStage):
             callbacks = getattr(self.trainer, "callbacks", [])
             ema = next((c for c in callbacks if isinstance(c, EMAWeights) and c.shadow), None)
         if ema is None:
-            return self.net.restorer.save(path)
+            return save_restorer(self.net.restorer, path)
         with ema.applied(self), torch.no_grad():
-            return self.net.restorer.save(path)
+            return save_restorer(self.net.restorer, path)
 
     @rank_zero_only
     def on_fit_end(self) -> None:
