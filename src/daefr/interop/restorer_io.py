@@ -5,7 +5,7 @@ Public API (names kept stable for other tools):
 * :func:`restorer_from_official` -- official-layout final-stage state dict -> :class:`DAEFRRestorer`;
 * :func:`load_restorer` (also ``daefr.load_restorer``) -- our safetensors export or an official
   ``DAEFR_model.ckpt`` -> restorer in eval mode;
-* :func:`save_restorer` -- restorer -> safetensors file with its architecture (``DAEFRRestorer.save`` calls it);
+* :func:`save_restorer` -- restorer -> safetensors file with its architecture (the one writer of restorer files);
 * :func:`infer_official_arch` -- architecture keywords read off an official state dict's shapes.
 """
 
