@@ -131,19 +131,31 @@ def load_chain(path: str | Path, out: str | Path | None = None, overrides: Seque
         stages.append(ChainStage(name, config, inputs, dict(entry.get("overrides") or {})))
     shared = dict(raw.get("overrides") or {})
     names = {s.name for s in stages}
+    # Precedence, lowest first: stage file < chain `overrides` < the chain's per-stage `overrides` < the
+    # command line's KEY=VALUE (every stage) < the command line's STAGE.KEY=VALUE (one stage).
+    per_stage: list[tuple[str, str, Any]] = []
     for key, value in parse_overrides(overrides).items():
         head, _, rest = key.partition(".")
         if head in names and rest:
-            index = next(i for i, s in enumerate(stages) if s.name == head)
-            stage = stages[index]
-            stages[index] = ChainStage(stage.name, stage.config, stage.inputs, {**stage.overrides, rest: value})
+            per_stage.append((head, rest, value))
         else:
             shared[key] = value
+            stages = [ChainStage(s.name, s.config, s.inputs, _after(s.overrides, key, value)) for s in stages]
+    for head, rest, value in per_stage:
+        index = next(i for i, s in enumerate(stages) if s.name == head)
+        stage = stages[index]
+        stages[index] = ChainStage(stage.name, stage.config, stage.inputs, _after(stage.overrides, rest, value))
     out_dir = Path(out) if out is not None else Path(str(raw.get("out") or Path("runs") / path.stem))
     seed = raw.get("seed")
     if seed is not None and not isinstance(seed, int):
         raise ConfigError(f"{path}: seed must be an integer, got {seed!r}")
     return Chain(str(raw.get("name") or path.parent.name), path.resolve(), out_dir, tuple(stages), shared, seed)
+
+
+def _after(overrides: dict[str, Any], key: str, value: Any) -> dict[str, Any]:
+    """``overrides`` with ``key`` set last (applied after, so it wins over, every key it overlaps)."""
+    kept = {k: v for k, v in overrides.items() if k != key}
+    return {**kept, key: value}
 
 
 def _set(config: DictConfig, key: str, value: Any) -> None:

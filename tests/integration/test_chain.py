@@ -62,6 +62,23 @@ def test_stage_config_routes_outputs_and_inputs(tmp_path: Path) -> None:
     assert stage_config(chain, chain.stages[0]).model.init_args.get("l2_weight") is None
 
 
+
+def test_command_line_overrides_beat_the_chain_files_per_stage_settings(tmp_path: Path) -> None:
+    demo = REPO / "configs" / "demo" / "chain.yaml"
+    # the demo chain sets trainer.max_steps per stage (1200, 250, 100, 1200) and degradation null for stage 1
+    chain = load_chain(demo, out=tmp_path, overrides=["trainer.max_steps=50", "association.trainer.max_steps=7"])
+    steps = {s.name: stage_config(chain, s).trainer.max_steps for s in chain.stages}
+    assert steps == {"hq_codebook": 50, "lq_codebook": 50, "association": 7, "restoration": 50}
+    # a command-line key that does not overlap the chain's per-stage settings leaves them in place
+    chain = load_chain(demo, out=tmp_path, overrides=["data.init_args.batch_size=2"])
+    first = stage_config(chain, chain.stages[0])
+    assert first.data.init_args.batch_size == 2 and first.data.init_args.degradation is None
+    assert first.trainer.max_steps == 1200
+    # per-stage beats every-stage on the command line, whatever their order
+    chain = load_chain(demo, out=tmp_path, overrides=["lq_codebook.trainer.max_steps=9", "trainer.max_steps=4"])
+    assert stage_config(chain, chain.stages[1]).trainer.max_steps == 9
+    assert stage_config(chain, chain.stages[0]).trainer.max_steps == 4
+
 @pytest.mark.slow
 def test_chain_resumes_a_killed_stage_and_ends_with_the_uninterrupted_weights(tmp_path: Path) -> None:
     straight = tmp_path / "straight"

@@ -306,11 +306,7 @@ def test_the_list_of_commands_that_cannot_run_is_short_and_current() -> None:
 
 RUNNABLE = [line for line in BY_LINE if line not in CANNOT_RUN]
 #: Examples that show a bug not fixed yet (strict: they must fail until it is fixed), with the bug.
-KNOWN_BUGS: dict[str, str] = {
-    "daefr train configs/demo/chain.yaml trainer.max_steps=50":
-        "a chain file's per-stage trainer.max_steps (configs/demo/chain.yaml) wins over the command line's "
-        "trainer.max_steps, which the docs say overrides every stage",
-}
+KNOWN_BUGS: dict[str, str] = {}
 
 
 @pytest.mark.parametrize("line", [pytest.param(line, id=BY_LINE[line][0].id, marks=[pytest.mark.xfail(
