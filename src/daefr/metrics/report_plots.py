@@ -48,6 +48,15 @@ def _bins(count: int) -> int:
     return min(30, max(5, count // 3))
 
 
+def _hist_range(values: Sequence[float]) -> tuple[float, float]:
+    """The values' range, widened when it is too narrow for numpy's bins (all values equal up to rounding)."""
+    lo, hi = min(values), max(values)
+    if hi - lo > 1e-9 * max(abs(lo), abs(hi), 1.0):
+        return lo, hi
+    pad = max(abs(hi), 1.0) * 0.05
+    return lo - pad, hi + pad
+
+
 def _finite(values: Sequence[float | None]) -> list[float]:
     return [float(v) for v in values if v is not None and math.isfinite(v)]
 
@@ -64,7 +73,7 @@ def histogram_uri(values: Sequence[float | None], label: str) -> str | None:
         return None
     fig = _figure(3.8, 2.7)
     ax = fig.add_subplot()
-    ax.hist(finite, bins=_bins(len(finite)), color=A_COLOUR, edgecolor="white")
+    ax.hist(finite, bins=_bins(len(finite)), range=_hist_range(finite), color=A_COLOUR, edgecolor="white")
     _integer_counts(ax)
     mean = math.fsum(finite) / len(finite)
     shown = " (of shown)" if len(finite) < sum(v is not None and not math.isnan(v) for v in values) else ""
@@ -86,10 +95,10 @@ def comparison_uri(a: Sequence[float | None], b: Sequence[float | None], label: 
     xs, ys = [p[0] for p in pairs], [p[1] for p in pairs]
     fig = _figure(8.4, 3.3)
     hist, scatter = fig.subplots(1, 2)
-    lo, hi = min(xs + ys), max(xs + ys)
-    span = (hi - lo) or max(abs(hi), 1.0) * 0.05
+    lo, hi = _hist_range(xs + ys)
+    span = hi - lo
     count = _bins(len(pairs))
-    bins: Any = [lo + span * i / count for i in range(count + 1)] if hi > lo else count
+    bins: Any = [lo + span * i / count for i in range(count + 1)]
     hist.hist(xs, bins=bins, histtype="step", linewidth=1.8, color=A_COLOUR, label="A")
     hist.hist(ys, bins=bins, histtype="step", linewidth=1.8, linestyle="--", color=B_COLOUR, label="B")
     _integer_counts(hist)
