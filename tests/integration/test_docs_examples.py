@@ -200,9 +200,8 @@ def template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The files every example may read, written once (tiny weights, faces, photos)."""
     import cv2
 
-    from daefr.nn.patchgan import PatchGANDiscriminator
     from daefr.testing.daefr_tiny import random_official_state_dict
-    from daefr.testing.hub_cache import checkpoint_bytes, tiny_vqgan_state
+    from daefr.testing.hub_cache import checkpoint_bytes, tiny_patchgan_state, tiny_vqgan_state
 
     ws = tmp_path_factory.mktemp("docs_examples") / "template"
     ws.mkdir()
@@ -222,7 +221,7 @@ def template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     shutil.copy(_faces(1)[0], ws / "face.png")
     (ws / "DAEFR_model.ckpt").write_bytes(checkpoint_bytes(random_official_state_dict("smoke", seed=3)))
     codebook = {f"vqvae.{k}": v for k, v in tiny_vqgan_state(1).items()}  # + the PatchGAN, as the released file
-    codebook |= {f"loss.discriminator.{k}": v for k, v in PatchGANDiscriminator(ndf=8, n_layers=2).state_dict().items()}
+    codebook |= {f"loss.discriminator.{k}": v for k, v in tiny_patchgan_state(6).items()}
     (ws / "HQ_codebook.ckpt").write_bytes(checkpoint_bytes(codebook))
     return ws
 

@@ -154,3 +154,14 @@ def test_usage_errors_are_one_line(env, capsys) -> None:
     assert "needs at least one NAME" in capsys.readouterr().err
     assert main(["weights", "list", "extra"]) == 1
     assert "takes no names" in capsys.readouterr().err
+
+
+def test_the_tiny_release_converts_by_name_like_the_real_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from daefr.cli import main
+    from daefr.testing.hub_cache import isolated_hub_env, write_tiny_daefr_release
+
+    env = isolated_hub_env(monkeypatch, tmp_path / "home")
+    write_tiny_daefr_release(env["hub"])  # codebook files carry their PatchGAN, as the released ones do
+    out = tmp_path / "hq_codebook.safetensors"
+    assert main(["convert", "-w", "daefr-hq-codebook", "-o", str(out)]) == 0
+    assert out.is_file() and out.stat().st_size > 0

@@ -80,20 +80,35 @@ def tiny_vqgan_state(seed: int, ch: int = 32, z: int = 16, embed_dim: int = 32, 
     return {k: v.detach().clone() for k, v in model.state_dict().items()}
 
 
+def tiny_patchgan_state(seed: int, ndf: int = 8, n_layers: int = 2) -> dict[str, torch.Tensor]:
+    """A random tiny PatchGAN state dict (the ``loss.discriminator.*`` part of the released stage files)."""
+    from daefr.nn.patchgan import PatchGANDiscriminator
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = PatchGANDiscriminator(ndf=ndf, n_layers=n_layers)
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
 def write_tiny_daefr_release(
     cache_dir: str | os.PathLike[str], final_arch: str | dict[str, Any] | None = None, revision: str = "main"
 ) -> dict[str, Path]:
     """The four released file names with tiny official-format contents, in one snapshot of the DAEFR repo.
 
-    Codebooks: ``vqvae.*`` (:func:`tiny_vqgan_state`); association: ``vqvae.*`` + ``vqvae_LQ.*`` +
-    ``logit_scale``; final model (only when ``final_arch`` is given): the official final-stage layout.
+    Codebooks: ``vqvae.*`` (:func:`tiny_vqgan_state`) + ``loss.discriminator.*`` (:func:`tiny_patchgan_state`);
+    association: ``vqvae.*`` + ``vqvae_LQ.*`` + both PatchGANs + ``logit_scale``; final model (only when ``final_arch`` is given): the official final-stage layout.
     """
     hq, lq, a_hq, a_lq = (tiny_vqgan_state(seed) for seed in (1, 2, 3, 4))
+    disc = {f"discriminator.{k}": v for k, v in tiny_patchgan_state(6).items()}
     files = {
-        "HQ_codebook.ckpt": checkpoint_bytes({f"vqvae.{k}": v for k, v in hq.items()}),
-        "LQ_codebook.ckpt": checkpoint_bytes({f"vqvae.{k}": v for k, v in lq.items()}),
+        "HQ_codebook.ckpt": checkpoint_bytes({**{f"vqvae.{k}": v for k, v in hq.items()},
+                                              **{f"loss.{k}": v for k, v in disc.items()}}),
+        "LQ_codebook.ckpt": checkpoint_bytes({**{f"vqvae.{k}": v for k, v in lq.items()},
+                                              **{f"loss.{k}": v for k, v in disc.items()}}),
         "Association_stage.ckpt": checkpoint_bytes({**{f"vqvae.{k}": v for k, v in a_hq.items()},
                                                     **{f"vqvae_LQ.{k}": v for k, v in a_lq.items()},
+                                                    **{f"loss.{k}": v for k, v in disc.items()},
+                                                    **{f"loss_LQ.{k}": v for k, v in disc.items()},
                                                     "logit_scale": torch.tensor(2.6592600345611572)}),
     }
     if final_arch is not None:
