@@ -1,7 +1,9 @@
 """The embedded default job: train the demo chain, restore held-out faces, report against bicubic.
 
-The demo chain trains on a folder of faces; held-out faces are restored and reported
-against bicubic upsampling of the same low-quality input.
+The demo chain trains on a folder of faces; held-out faces are restored and reported against bicubic
+upsampling of the same low-quality input, on two sets when the data folder has both: ``val/`` (faces of the
+sources it trains on, never trained on) and ``unseen/`` (faces of a source it never saw; the embedded
+set holds FFHQ and CelebA-HQ faces while it trains on UTKFace and LFW).
 
 The training is the chain ``configs/demo/chain.yaml`` (run with :func:`daefr.chain.run_chain`, exactly as
 ``daefr train`` would); this module only stages the data, sets the step counts and evaluates
@@ -37,12 +39,12 @@ def demo_chain_file() -> Path:
 
 @dataclass
 class DemoSettings:
-    """Step counts (``None``: the chain file's), image size, seed and the held-out test degradation."""
+    """Step counts (``None``: the chain file's), image size, training seed and the held-out test degradation."""
 
     steps: dict[str, int] | None = None
     image_size: int = 32
     seed: int = 0
-    heldout: HeldOut = field(default_factory=lambda: HeldOut(size=32, metrics=("psnr", "ssim")))
+    heldout: HeldOut = field(default_factory=lambda: HeldOut(size=32, metrics=("psnr", "ssim", "ids")))
 
     @classmethod
     def quick(cls) -> DemoSettings:
@@ -54,6 +56,25 @@ def chain_steps(chain: Any) -> dict[str, int]:
     """Stage name -> ``trainer.max_steps`` as the chain file sets it."""
     shared = chain.overrides.get("trainer", {}).get("max_steps")
     return {s.name: int(s.overrides.get("trainer.max_steps", shared or 0)) for s in chain.stages}
+
+
+def unseen_faces(data_dir: Path) -> list[Path]:
+    """The faces of ``data_dir/unseen/`` (a source the training data does not hold), or none."""
+    folder = data_dir / "unseen"
+    return find_images(folder) if folder.is_dir() else []
+
+
+def identity_metric_available() -> bool:
+    """Whether the offline identity metric IDS can run here (dlib and its models: ``daefr[faces]``)."""
+    from daefr.errors import WeightsNotFoundError
+
+    try:
+        from daefr.metrics.dlib_identity import DlibIdentity
+
+        DlibIdentity()
+    except (ImportError, WeightsNotFoundError):
+        return False
+    return True
 
 
 def split_data(data_dir: Path, val_fraction: float = 0.1) -> tuple[list[Path], list[Path]]:
@@ -102,15 +123,18 @@ def demo_chain(out: Path, settings: DemoSettings, train_dir: Path, val_dir: Path
 
 def run_demo(data_dir: Path, out: Path, settings: DemoSettings, logger_kind: str = "csv",
              log: Callable[[str], None] = print) -> dict[str, Any]:
-    """Run the chain and the held-out evaluation; returns the summary written to ``out/summary.json``."""
+    """Run the chain and the held-out evaluations; returns the summary written to ``out/summary.json``.
+
+    ``summary["daefr"]``/``summary["bicubic"]`` score ``val/`` (held-out faces of the training sources);
+    ``summary["unseen"]`` scores ``unseen/`` (a source never trained on) when the data folder has one.
+    """
     from daefr.chain import run_chain
-    from daefr.metrics.report import evaluate_to_folder, write_comparison
-    from daefr.metrics.suite import MetricsConfig
     from daefr.utils.io import atomic_write_text
 
     started = time.perf_counter()
     _quiet_lightning()
     train, val = split_data(data_dir)
+    unseen = unseen_faces(data_dir)
     out.mkdir(parents=True, exist_ok=True)
     train_dir = _stage_files(train, out / "data" / "train", settings.image_size)
     val_dir = _stage_files(val, out / "data" / "val", settings.image_size)
@@ -121,31 +145,66 @@ def run_demo(data_dir: Path, out: Path, settings: DemoSettings, logger_kind: str
     partial = out / ".restorer.safetensors.tmp"
     shutil.copyfile(trained, partial)
     os.replace(partial, weights)
-    heldout = replace(settings.heldout, size=settings.image_size, seed=settings.seed)
-    test = build_heldout(val, heldout, out / "testset")
-    restored_dir = out / "restored"
-    restore_folder(weights, test["lq"], restored_dir, settings.image_size)
-    config = MetricsConfig(metrics=heldout.metrics)
-    ours, _ = evaluate_to_folder(restored_dir, out / "report", gt_dir=test["gt"], lq_dir=test["bicubic"],
-                                 config=config, title="daefr demo: tiny DAEFR on held-out faces",
-                                 provenance={"weights": str(weights)})
-    base, _ = evaluate_to_folder(test["bicubic"], out / "report_bicubic", gt_dir=test["gt"], lq_dir=test["lq"],
-                                 config=config, title="daefr demo: bicubic upsampling baseline")
-    write_comparison(out / "report_bicubic", out / "report", out / "comparison", title="bicubic (A) vs DAEFR (B)")
-    scores = {"daefr": _scores(ours.summary, heldout.metrics), "bicubic": _scores(base.summary, heldout.metrics)}
+    metrics = settings.heldout.metrics
+    if "ids" in metrics and not identity_metric_available():
+        log("note: identity similarity (IDS) skipped: it needs dlib and its models (pip install 'daefr[faces]')")
+        metrics = tuple(m for m in metrics if m != "ids")
+    # the test degradation has its own seed (settings.heldout.seed): runs of several training seeds share one test set
+    heldout = replace(settings.heldout, size=settings.image_size, metrics=metrics)
+    scores = _evaluate_set(val, weights, out, "", heldout, "held-out faces of the training sources")
     summary: dict[str, Any] = {
         "data": str(data_dir), "train_images": len(train), "heldout_images": len(val),
-        "chain": str(chain.path), "settings": asdict(settings), "seconds": round(time.perf_counter() - started, 1),
+        "chain": str(chain.path), "settings": asdict(settings), "seconds": 0.0,
         "stage_seconds": {name: rec.get("seconds") for name, rec in manifest["stages"].items()},
         "stage_steps": {name: rec.get("global_step") for name, rec in manifest["stages"].items()},
         **scores,
         "outputs": {"restorer": str(weights), "report": str(out / "report" / "report.html"),
-                    "comparison": str(out / "comparison" / "compare.html"), "restored": str(restored_dir),
+                    "comparison": str(out / "comparison" / "compare.html"), "restored": str(out / "restored"),
                     "training": str(chain.out / "chain.json")},
     }
-    summary["beats_bicubic"] = all(scores["daefr"][k] > scores["bicubic"][k] for k in heldout.metrics)
+    summary["beats_bicubic"] = _beats(scores, metrics)
+    if unseen:
+        unseen_scores = _evaluate_set(unseen, weights, out, "unseen_", heldout, "faces of a source never trained on")
+        summary["unseen"] = {"images": len(unseen), **unseen_scores, "beats_bicubic": _beats(unseen_scores, metrics)}
+        summary["outputs"]["unseen_comparison"] = str(out / "unseen_comparison" / "compare.html")
+    summary["seconds"] = round(time.perf_counter() - started, 1)
     atomic_write_text(str(out / "summary.json"), json.dumps(summary, indent=2, default=str) + "\n")
     return summary
+
+
+def _evaluate_set(files: list[Path], weights: Path, out: Path, prefix: str, heldout: HeldOut,
+                  what: str) -> dict[str, dict[str, float]]:
+    """Degrade ``files`` once, restore them, and write the DAEFR report, the bicubic report and their comparison.
+
+    Folders go to ``out/{prefix}testset``, ``{prefix}restored``, ``{prefix}report``, ``{prefix}report_bicubic``
+    and ``{prefix}comparison``; returns ``{"daefr": scores, "bicubic": scores}``.
+    """
+    from daefr.metrics.report import evaluate_to_folder, write_comparison
+    from daefr.metrics.suite import MetricsConfig
+
+    test = build_heldout(files, heldout, out / f"{prefix}testset")
+    restored_dir = out / f"{prefix}restored"
+    restore_folder(weights, test["lq"], restored_dir, heldout.size)
+    config = MetricsConfig(metrics=heldout.metrics)
+    ours, _ = evaluate_to_folder(restored_dir, out / f"{prefix}report", gt_dir=test["gt"], lq_dir=test["bicubic"],
+                                 config=config, title=f"daefr demo: tiny DAEFR on {what}",
+                                 provenance={"weights": str(weights)})
+    base, _ = evaluate_to_folder(test["bicubic"], out / f"{prefix}report_bicubic", gt_dir=test["gt"],
+                                 lq_dir=test["lq"], config=config, title=f"daefr demo: bicubic upsampling, {what}")
+    write_comparison(out / f"{prefix}report_bicubic", out / f"{prefix}report", out / f"{prefix}comparison",
+                     title=f"bicubic (A) vs DAEFR (B), {what}")
+    return {"daefr": _scores(ours.summary, heldout.metrics), "bicubic": _scores(base.summary, heldout.metrics)}
+
+
+def _beats(scores: dict[str, dict[str, float]], metrics: tuple[str, ...]) -> bool:
+    """DAEFR better than bicubic on every metric (in each metric's own direction)."""
+    from daefr.metrics.suite import HIGHER_IS_BETTER
+
+    def better(k: str) -> bool:
+        ours, base = scores["daefr"][k], scores["bicubic"][k]
+        return ours > base if HIGHER_IS_BETTER[k] else ours < base
+
+    return all(better(k) for k in metrics)
 
 
 def _quiet_lightning() -> None:

@@ -65,7 +65,7 @@ def test_stage_config_routes_outputs_and_inputs(tmp_path: Path) -> None:
 
 def test_command_line_overrides_beat_the_chain_files_per_stage_settings(tmp_path: Path) -> None:
     demo = REPO / "configs" / "demo" / "chain.yaml"
-    # the demo chain sets trainer.max_steps per stage (1200, 250, 100, 1200) and degradation null for stage 1
+    # the demo chain sets trainer.max_steps per stage (2400, 500, 200, 2400) and degradation null for stage 1
     chain = load_chain(demo, out=tmp_path, overrides=["trainer.max_steps=50", "association.trainer.max_steps=7"])
     steps = {s.name: stage_config(chain, s).trainer.max_steps for s in chain.stages}
     assert steps == {"hq_codebook": 50, "lq_codebook": 50, "association": 7, "restoration": 50}
@@ -73,7 +73,7 @@ def test_command_line_overrides_beat_the_chain_files_per_stage_settings(tmp_path
     chain = load_chain(demo, out=tmp_path, overrides=["data.init_args.batch_size=2"])
     first = stage_config(chain, chain.stages[0])
     assert first.data.init_args.batch_size == 2 and first.data.init_args.degradation is None
-    assert first.trainer.max_steps == 1200
+    assert first.trainer.max_steps == 2400
     # per-stage beats every-stage on the command line, whatever their order
     chain = load_chain(demo, out=tmp_path, overrides=["lq_codebook.trainer.max_steps=9", "trainer.max_steps=4"])
     assert stage_config(chain, chain.stages[1]).trainer.max_steps == 9

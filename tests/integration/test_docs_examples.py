@@ -81,7 +81,7 @@ REWRITES: list[Rewrite] = [
     Rewrite(r"^(daefr fit --config (?:configs/tiny|plugins/daefr-example-domain/configs)/\S+)$", r"\1" + _FIT_STEPS,
             "5 steps instead of 40-60 (a checkpoint every 5 steps)"),
     Rewrite(r"^(daefr train configs/(?:tiny|demo)/chain\.yaml)(?! -o runs/try2 --dry-run)(.*?)(?: trainer\.max_steps=\d+)?$",
-            r"\1\2 trainer.max_steps=5", "5 steps per stage instead of 40-1200 (checked first with --dry-run)"),
+            r"\1\2 trainer.max_steps=5", "5 steps per stage instead of 40-2400 (checked first with --dry-run)"),
     Rewrite(r"^(daefr experiment configs/experiments/tiny_l2_weight\.yaml)$",
             r"\1 --seeds 0 trainer.max_steps=5", "one seed and 5 steps per stage instead of 2 seeds x 40 steps"),
     Rewrite(r"/data/", "data/", "the cluster page's /data/... paths, inside the working folder"),
